@@ -1,0 +1,618 @@
+//! `FilterConfig` → [`Compiled`]: every semantic check, every precomputation, once.
+//!
+//! Problems are reported against a [`Loc`] (a place in the model) and rendered through
+//! [`SourcePaths`] as a JSON path of whatever document the configuration came from, so a
+//! provider who gave us 3scale JSON reads `services[1].proxy.proxy_rules[4].pattern`, and one
+//! who gave us a FilterConfig reads `services[1].mapping_rules[4].pattern`.
+
+use crate::backend;
+use crate::config::{
+    BackendVersion, ControlServiceAuthKind, ErrorResponseConfig, FilterConfig, Secret,
+    ServiceConfig,
+};
+use crate::credentials::CredentialSource;
+use crate::diagnostics::Diagnostics;
+use crate::rules::pattern::analyze;
+use crate::rules::query::QueryCondition;
+use crate::rules::{RuleInput, RuleSet, ANY_METHOD};
+use crate::service::{normalize_host, HostIndex, MAX_HOST_LEN};
+use crate::url::HttpUrl;
+
+/// The four configurable errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    AuthMissing,
+    AuthFailed,
+    NoMatch,
+    LimitsExceeded,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 4] = [
+        ErrorKind::AuthMissing,
+        ErrorKind::AuthFailed,
+        ErrorKind::NoMatch,
+        ErrorKind::LimitsExceeded,
+    ];
+
+    /// The suffix 3scale uses in `error_<x>`, `error_status_<x>`, `error_headers_<x>`.
+    pub fn threescale_suffix(self) -> &'static str {
+        match self {
+            ErrorKind::AuthMissing => "auth_missing",
+            ErrorKind::AuthFailed => "auth_failed",
+            ErrorKind::NoMatch => "no_match",
+            ErrorKind::LimitsExceeded => "limits_exceeded",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorField {
+    Status,
+    ContentType,
+    Body,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialName {
+    UserKey,
+    AppId,
+    AppKey,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceField {
+    Whole,
+    Id,
+    Hosts,
+    Host(usize),
+    AuthValue,
+    BackendEndpoint,
+    BackendHost,
+    ApiBackend,
+    HostnameRewrite,
+    SecretToken,
+    Credential(CredentialName),
+    Error(ErrorKind, ErrorField),
+    Rules,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleField<'a> {
+    Method,
+    Pattern,
+    Metric,
+    Delta,
+    Query(&'a str),
+}
+
+/// A place in the configuration model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loc<'a> {
+    Services,
+    Service(usize, ServiceField),
+    Rule(usize, usize, RuleField<'a>),
+}
+
+/// Renders a [`Loc`] as a JSON path of the source document.
+pub trait SourcePaths {
+    fn path(&self, loc: Loc<'_>) -> String;
+}
+
+/// Paths in a FilterConfig document.
+pub struct FilterConfigPaths;
+
+impl SourcePaths for FilterConfigPaths {
+    fn path(&self, loc: Loc<'_>) -> String {
+        match loc {
+            Loc::Services => "services".into(),
+            Loc::Service(i, field) => {
+                let base = format!("services[{i}]");
+                let tail = match field {
+                    ServiceField::Whole => return base,
+                    ServiceField::Id => "id".into(),
+                    ServiceField::Hosts => "hosts".into(),
+                    ServiceField::Host(k) => format!("hosts[{k}]"),
+                    ServiceField::AuthValue => "control_service_auth.value".into(),
+                    ServiceField::BackendEndpoint => "backend.endpoint".into(),
+                    ServiceField::BackendHost => "backend.host".into(),
+                    ServiceField::ApiBackend => "upstream.api_backend".into(),
+                    ServiceField::HostnameRewrite => "upstream.hostname_rewrite".into(),
+                    ServiceField::SecretToken => "upstream.secret_token".into(),
+                    ServiceField::Credential(c) => format!(
+                        "credentials.{}",
+                        match c {
+                            CredentialName::UserKey => "user_key",
+                            CredentialName::AppId => "app_id",
+                            CredentialName::AppKey => "app_key",
+                        }
+                    ),
+                    ServiceField::Error(kind, f) => format!(
+                        "errors.{}.{}",
+                        kind.threescale_suffix(),
+                        match f {
+                            ErrorField::Status => "status",
+                            ErrorField::ContentType => "content_type",
+                            ErrorField::Body => "body",
+                        }
+                    ),
+                    ServiceField::Rules => "mapping_rules".into(),
+                };
+                format!("{base}.{tail}")
+            }
+            Loc::Rule(i, j, field) => {
+                let f = match field {
+                    RuleField::Method => "method".into(),
+                    RuleField::Pattern => "pattern".into(),
+                    RuleField::Metric => "metric".into(),
+                    RuleField::Delta => "delta".into(),
+                    RuleField::Query(name) => format!("querystring_parameters.{name}"),
+                };
+                format!("services[{i}].mapping_rules[{j}].{f}")
+            }
+        }
+    }
+}
+
+/// An error answer, ready to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorResponse {
+    pub status: u16,
+    pub content_type: Box<str>,
+    pub body: Box<str>,
+}
+
+impl From<&ErrorResponseConfig> for ErrorResponse {
+    fn from(c: &ErrorResponseConfig) -> Self {
+        Self {
+            status: c.status,
+            content_type: c.content_type.as_str().into(),
+            body: c.body.as_str().into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ServiceErrors {
+    auth_missing: ErrorResponse,
+    auth_failed: ErrorResponse,
+    no_match: ErrorResponse,
+    limits_exceeded: ErrorResponse,
+}
+
+#[derive(Debug, Clone)]
+pub struct Metric {
+    pub name: Box<str>,
+    /// `usage%5B<name>%5D`, ready for the control-service query.
+    pub usage_key: Box<str>,
+}
+
+/// Where requests of a service go.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// `None`: APIcast answers 404 with an empty body after authorizing.
+    pub api_backend: Option<HttpUrl>,
+    pub hostname_rewrite: Option<Box<str>>,
+    pub secret_token: Option<Secret>,
+}
+
+impl Upstream {
+    /// The `Host` the upstream request carries: `hostname_rewrite`, else the `api_backend` host.
+    pub fn host_header(&self) -> Option<String> {
+        match (&self.hostname_rewrite, &self.api_backend) {
+            (Some(h), _) => Some(h.to_string()),
+            (None, Some(url)) => Some(url.host_header()),
+            (None, None) => None,
+        }
+    }
+}
+
+/// One service, validated and precomputed.
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub id: Box<str>,
+    pub name: Box<str>,
+    pub backend_version: BackendVersion,
+    pub auth_kind: ControlServiceAuthKind,
+    pub auth_value: Secret,
+    pub backend_endpoint: Option<HttpUrl>,
+    pub backend_host: Option<Box<str>>,
+    pub upstream: Upstream,
+    pub(crate) credentials: CredentialSource,
+    errors: ServiceErrors,
+    pub rules: RuleSet,
+    /// Metrics by id; ids follow name order, so usage sorted by id is sorted by name.
+    pub metrics: Vec<Metric>,
+    /// `service_id=…&<auth>=…`, encoded once.
+    pub(crate) service_params: String,
+}
+
+impl Service {
+    pub fn error(&self, kind: ErrorKind) -> &ErrorResponse {
+        match kind {
+            ErrorKind::AuthMissing => &self.errors.auth_missing,
+            ErrorKind::AuthFailed => &self.errors.auth_failed,
+            ErrorKind::NoMatch => &self.errors.no_match,
+            ErrorKind::LimitsExceeded => &self.errors.limits_exceeded,
+        }
+    }
+
+    pub fn metric_name(&self, id: u32) -> &str {
+        self.metrics.get(id as usize).map_or("", |m| &m.name)
+    }
+}
+
+/// Everything the filter needs at request time, built once at configure time.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    pub services: Vec<Service>,
+    pub(crate) hosts: HostIndex,
+    pub request_body_max_bytes: usize,
+}
+
+impl Compiled {
+    pub fn service(&self, index: u32) -> Option<&Service> {
+        self.services.get(index as usize)
+    }
+
+    pub fn service_for_authority(&self, authority: &[u8]) -> Option<&Service> {
+        self.hosts.lookup(authority).and_then(|i| self.service(i))
+    }
+}
+
+/// Validates and compiles `config`. Every problem goes to `diags`; `None` if any is an error.
+pub fn compile(
+    config: &FilterConfig,
+    paths: &dyn SourcePaths,
+    diags: &mut Diagnostics,
+) -> Option<Compiled> {
+    let errors_before = diags.errors().count();
+    if config.services.is_empty() {
+        diags.error(
+            paths.path(Loc::Services),
+            "the configuration has no services",
+        );
+    }
+    let mut hosts = HostIndex::default();
+    let mut services = Vec::with_capacity(config.services.len());
+    let mut seen_ids: Vec<&str> = Vec::new();
+    for (i, svc) in config.services.iter().enumerate() {
+        let at = |f: ServiceField| paths.path(Loc::Service(i, f));
+        if svc.id.is_empty() {
+            diags.error(at(ServiceField::Id), "the service id is empty");
+        } else if let Some(first) = seen_ids.iter().position(|&s| s == svc.id) {
+            diags.error(
+                at(ServiceField::Id),
+                format!(
+                    "service id '{}' is also the id of {}",
+                    svc.id,
+                    paths.path(Loc::Service(first, ServiceField::Whole))
+                ),
+            );
+        }
+        seen_ids.push(&svc.id);
+        index_hosts(svc, i, &mut hosts, paths, diags);
+        if let Some(service) = compile_service(svc, i, paths, diags) {
+            services.push(service);
+        }
+    }
+    if diags.errors().count() > errors_before {
+        return None;
+    }
+    Some(Compiled {
+        services,
+        hosts,
+        request_body_max_bytes: usize::try_from(config.request_body_max_bytes)
+            .unwrap_or(usize::MAX),
+    })
+}
+
+fn index_hosts(
+    svc: &ServiceConfig,
+    i: usize,
+    hosts: &mut HostIndex,
+    paths: &dyn SourcePaths,
+    diags: &mut Diagnostics,
+) {
+    let service_index = u32::try_from(i).unwrap_or(u32::MAX);
+    if svc.hosts.is_empty() {
+        diags.warning(
+            paths.path(Loc::Service(i, ServiceField::Hosts)),
+            "no hosts: no request can reach this service",
+        );
+    }
+    for (k, host) in svc.hosts.iter().enumerate() {
+        let at = paths.path(Loc::Service(i, ServiceField::Host(k)));
+        let mut buf = [0u8; MAX_HOST_LEN];
+        let Some(normalized) = normalize_host(host.as_bytes(), &mut buf) else {
+            diags.error(at, "host name is longer than 255 characters");
+            continue;
+        };
+        if normalized.is_empty() {
+            diags.error(at, "host name is empty");
+            continue;
+        }
+        let has_port = match host.strip_prefix('[') {
+            Some(v6) => v6.contains("]:"),
+            None => host.contains(':'),
+        };
+        if has_port {
+            diags.warning(
+                at.clone(),
+                "the port is ignored: services are found by host name alone",
+            );
+        }
+        if let Some(owner) = hosts.insert(normalized, service_index) {
+            diags.warning(
+                at,
+                format!(
+                    "host '{}' is already served by {}; the first service wins",
+                    String::from_utf8_lossy(normalized),
+                    paths.path(Loc::Service(owner as usize, ServiceField::Whole))
+                ),
+            );
+        }
+    }
+}
+
+fn check_header_value(value: &str, at: String, what: &str, diags: &mut Diagnostics) {
+    if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        diags.error(
+            at,
+            format!("{what} contains a line break or NUL, which no HTTP header may carry"),
+        );
+    }
+}
+
+fn compile_service(
+    svc: &ServiceConfig,
+    i: usize,
+    paths: &dyn SourcePaths,
+    diags: &mut Diagnostics,
+) -> Option<Service> {
+    let at = |f: ServiceField| paths.path(Loc::Service(i, f));
+    let mut ok = true;
+
+    if svc.control_service_auth.value.expose().is_empty() {
+        diags.error(
+            at(ServiceField::AuthValue),
+            format!(
+                "the {} is empty: the control service would refuse every call",
+                svc.control_service_auth.kind.param()
+            ),
+        );
+        ok = false;
+    }
+
+    let backend_endpoint = match &svc.backend.endpoint {
+        None => None,
+        Some(e) => match HttpUrl::parse(e) {
+            Ok(url) => Some(url),
+            Err(why) => {
+                diags.error(at(ServiceField::BackendEndpoint), why);
+                ok = false;
+                None
+            }
+        },
+    };
+    if let Some(h) = &svc.backend.host {
+        check_header_value(h, at(ServiceField::BackendHost), "the backend host", diags);
+    }
+
+    let api_backend = match svc.upstream.api_backend.as_deref() {
+        None | Some("") => {
+            diags.warning(
+                at(ServiceField::ApiBackend),
+                "no api_backend: requests are authorized, then answered 404 (no upstream)",
+            );
+            None
+        }
+        Some(u) => match HttpUrl::parse(u) {
+            Ok(url) => Some(url),
+            Err(why) => {
+                diags.error(at(ServiceField::ApiBackend), why);
+                ok = false;
+                None
+            }
+        },
+    };
+    let hostname_rewrite = svc
+        .upstream
+        .hostname_rewrite
+        .as_deref()
+        .filter(|h| !h.is_empty());
+    if let Some(h) = hostname_rewrite {
+        check_header_value(
+            h,
+            at(ServiceField::HostnameRewrite),
+            "hostname_rewrite",
+            diags,
+        );
+    }
+    if let Some(t) = &svc.upstream.secret_token {
+        check_header_value(
+            t.expose(),
+            at(ServiceField::SecretToken),
+            "the secret token",
+            diags,
+        );
+    }
+
+    for (name, which) in [
+        (&svc.credentials.user_key, CredentialName::UserKey),
+        (&svc.credentials.app_id, CredentialName::AppId),
+        (&svc.credentials.app_key, CredentialName::AppKey),
+    ] {
+        if name.is_empty() {
+            diags.error(
+                at(ServiceField::Credential(which)),
+                "the parameter name is empty",
+            );
+            ok = false;
+        } else if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            diags.warning(
+                at(ServiceField::Credential(which)),
+                format!("'{name}' has characters 3scale does not allow in a parameter name (letters, digits, '_' and '-')"),
+            );
+        }
+    }
+
+    let error_configs = [
+        &svc.errors.auth_missing,
+        &svc.errors.auth_failed,
+        &svc.errors.no_match,
+        &svc.errors.limits_exceeded,
+    ];
+    for (kind, e) in ErrorKind::ALL.into_iter().zip(error_configs) {
+        if !(200..=599).contains(&e.status) {
+            diags.error(
+                at(ServiceField::Error(kind, ErrorField::Status)),
+                format!("status {} is not between 200 and 599", e.status),
+            );
+            ok = false;
+        }
+        check_header_value(
+            &e.content_type,
+            at(ServiceField::Error(kind, ErrorField::ContentType)),
+            "the content type",
+            diags,
+        );
+    }
+    let errors = ServiceErrors {
+        auth_missing: (&svc.errors.auth_missing).into(),
+        auth_failed: (&svc.errors.auth_failed).into(),
+        no_match: (&svc.errors.no_match).into(),
+        limits_exceeded: (&svc.errors.limits_exceeded).into(),
+    };
+
+    // Metric ids in name order: usage sorted by id is then sorted by name, as APIcast sends it.
+    let mut names: Vec<&str> = svc
+        .mapping_rules
+        .iter()
+        .map(|r| r.metric.as_str())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let metrics: Vec<Metric> = names
+        .iter()
+        .map(|n| Metric {
+            name: (*n).into(),
+            usage_key: backend::usage_key(n).into(),
+        })
+        .collect();
+
+    let mut inputs = Vec::with_capacity(svc.mapping_rules.len());
+    for (j, rule) in svc.mapping_rules.iter().enumerate() {
+        let rat = |f: RuleField<'_>| paths.path(Loc::Rule(i, j, f));
+        if rule.method.is_empty() || !rule.method.bytes().all(is_token_char) {
+            diags.error(
+                rat(RuleField::Method),
+                format!("'{}' is not an HTTP method", rule.method),
+            );
+            ok = false;
+        } else if rule.method != ANY_METHOD && rule.method.bytes().any(|b| b.is_ascii_lowercase()) {
+            diags.warning(
+                rat(RuleField::Method),
+                format!(
+                    "methods are compared case-sensitively: '{}' never matches a {} request",
+                    rule.method,
+                    rule.method.to_ascii_uppercase()
+                ),
+            );
+        }
+        if rule.metric.is_empty() {
+            diags.error(rat(RuleField::Metric), "the metric name is empty");
+            ok = false;
+        }
+        if rule.delta <= 0 {
+            diags.warning(
+                rat(RuleField::Delta),
+                format!("delta {} adds nothing: a request matched only by such rules gets the no-match error", rule.delta),
+            );
+        }
+        let analysis = analyze(&rule.pattern);
+        if let Some(note) = &analysis.note {
+            diags.warning(
+                rat(RuleField::Pattern),
+                format!("pattern '{}' {note}", rule.pattern),
+            );
+        }
+        let mut conditions = Vec::with_capacity(rule.querystring_parameters.len());
+        for (name, value) in &rule.querystring_parameters {
+            if name.is_empty() {
+                diags.warning(
+                    rat(RuleField::Query(name)),
+                    "an empty argument name is never present, so this rule never matches",
+                );
+            }
+            conditions.push(QueryCondition::new(name, value));
+        }
+        let metric = names
+            .binary_search(&rule.metric.as_str())
+            .ok()
+            .and_then(|m| u32::try_from(m).ok())
+            .unwrap_or(0);
+        inputs.push(RuleInput {
+            method: rule.method.clone(),
+            pattern: rule.pattern.clone(),
+            analysis,
+            metric,
+            delta: rule.delta,
+            last: rule.last,
+            conditions,
+        });
+    }
+    let (rules, broken) = RuleSet::compile(inputs);
+    for b in broken {
+        diags.warning(
+            paths.path(Loc::Rule(i, b.rule, RuleField::Pattern)),
+            format!("pattern is not a regular expression tollgate can evaluate ({}); this rule never matches", b.reason),
+        );
+    }
+    if svc.mapping_rules.is_empty() {
+        diags.warning(
+            at(ServiceField::Rules),
+            "no mapping rules: every request gets the no-match error",
+        );
+    }
+
+    if !ok {
+        return None;
+    }
+    let credentials = CredentialSource::new(svc.backend_version, &svc.credentials);
+    Some(Service {
+        id: svc.id.as_str().into(),
+        name: svc.name.as_str().into(),
+        backend_version: svc.backend_version,
+        auth_kind: svc.control_service_auth.kind,
+        auth_value: svc.control_service_auth.value.clone(),
+        backend_endpoint,
+        backend_host: svc.backend.host.as_deref().map(Into::into),
+        upstream: Upstream {
+            api_backend,
+            hostname_rewrite: hostname_rewrite.map(Into::into),
+            secret_token: svc
+                .upstream
+                .secret_token
+                .clone()
+                .filter(|t| !t.expose().is_empty()),
+        },
+        credentials,
+        errors,
+        rules,
+        metrics,
+        service_params: backend::service_params(
+            &svc.id,
+            svc.control_service_auth.kind.param(),
+            svc.control_service_auth.value.expose(),
+        ),
+    })
+}
+
+/// RFC 9110 `tchar`.
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}

@@ -1,0 +1,315 @@
+//! `FilterConfig`: tollgate's own configuration contract, what `tollgate generate filter` writes and
+//! what the filter's `on_configure` reads.
+//!
+//! Strict on purpose: unknown fields are errors, every field is written out with its value (defaults
+//! included), and `kind`/`version` say what the document is. 3scale's own JSON is tolerant and goes
+//! through [`crate::threescale`], which produces this.
+//!
+//! These are the raw (unvalidated) types; [`crate::compile`] turns them into the matcher.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::diagnostics::Diagnostics;
+
+/// The `kind` every FilterConfig carries, so a loader can tell it from a 3scale document.
+pub const KIND: &str = "tollgate.FilterConfig";
+/// The schema version this build reads and writes.
+pub const VERSION: u32 = 1;
+/// Default cap on the request body read for urlencoded arguments (APIcast ignores body args it
+/// had to spool to disk; this is our equivalent of that buffer).
+pub const DEFAULT_REQUEST_BODY_MAX_BYTES: u32 = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    pub kind: String,
+    pub version: u32,
+    /// urlencoded request bodies longer than this are not read for arguments or credentials.
+    pub request_body_max_bytes: u32,
+    pub services: Vec<ServiceConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub id: String,
+    /// 3scale's `system_name` (or `name`); shown in debug headers. May be empty.
+    pub name: String,
+    /// Public host names, matched case-insensitively without port.
+    pub hosts: Vec<String>,
+    pub backend_version: BackendVersion,
+    /// How the gateway authenticates itself to the control service.
+    pub control_service_auth: ControlServiceAuth,
+    pub backend: BackendEndpoint,
+    pub credentials: CredentialsConfig,
+    pub upstream: UpstreamConfig,
+    pub errors: ErrorsConfig,
+    pub mapping_rules: Vec<MappingRuleConfig>,
+}
+
+/// 3scale's `backend_version`: which credentials identify an application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BackendVersion {
+    /// `user_key`
+    #[serde(rename = "1")]
+    UserKey,
+    /// `app_id` + `app_key`
+    #[serde(rename = "2")]
+    AppIdKey,
+    /// `access_token`
+    #[serde(rename = "oauth")]
+    OAuth,
+}
+
+impl BackendVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendVersion::UserKey => "1",
+            BackendVersion::AppIdKey => "2",
+            BackendVersion::OAuth => "oauth",
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlServiceAuth {
+    #[serde(rename = "type")]
+    pub kind: ControlServiceAuthKind,
+    pub value: Secret,
+}
+
+impl fmt::Debug for ControlServiceAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ControlServiceAuth")
+            .field("type", &self.kind)
+            .field("value", &self.value)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlServiceAuthKind {
+    ServiceToken,
+    ProviderKey,
+}
+
+impl ControlServiceAuthKind {
+    /// The query parameter name the Service Management API expects.
+    pub fn param(self) -> &'static str {
+        match self {
+            ControlServiceAuthKind::ServiceToken => "service_token",
+            ControlServiceAuthKind::ProviderKey => "provider_key",
+        }
+    }
+}
+
+/// A value that must never be printed: `Debug` shows only its length.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret(<{} bytes>)", self.0.len())
+    }
+}
+
+/// Where the 3scale Service Management API lives (`proxy.backend`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct BackendEndpoint {
+    /// Base URL, e.g. `https://su1.3scale.net`. `None` means "not stated in the config".
+    pub endpoint: Option<String>,
+    /// Overrides the `Host` header of control-service calls.
+    pub host: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialsLocation {
+    Query,
+    Headers,
+    Authorization,
+}
+
+impl CredentialsLocation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CredentialsLocation::Query => "query",
+            CredentialsLocation::Headers => "headers",
+            CredentialsLocation::Authorization => "authorization",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsConfig {
+    pub location: CredentialsLocation,
+    /// Parameter (or header) names, lower-cased as APIcast does.
+    pub user_key: String,
+    pub app_id: String,
+    pub app_key: String,
+}
+
+impl Default for CredentialsConfig {
+    fn default() -> Self {
+        Self {
+            location: CredentialsLocation::Query,
+            user_key: "user_key".into(),
+            app_id: "app_id".into(),
+            app_key: "app_key".into(),
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The API's base URL (`proxy.api_backend`); `None`: APIcast answers 404 after authorizing.
+    pub api_backend: Option<String>,
+    /// `Host` sent upstream instead of the `api_backend` host.
+    pub hostname_rewrite: Option<String>,
+    /// Sent upstream as `X-3scale-proxy-secret-token`.
+    pub secret_token: Option<Secret>,
+}
+
+impl fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("api_backend", &self.api_backend)
+            .field("hostname_rewrite", &self.hostname_rewrite)
+            .field("secret_token", &self.secret_token)
+            .finish()
+    }
+}
+
+/// The four configurable error answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorsConfig {
+    pub auth_missing: ErrorResponseConfig,
+    pub auth_failed: ErrorResponseConfig,
+    pub no_match: ErrorResponseConfig,
+    pub limits_exceeded: ErrorResponseConfig,
+}
+
+/// APIcast's content type for all four errors.
+pub const DEFAULT_ERROR_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+
+impl Default for ErrorsConfig {
+    fn default() -> Self {
+        let answer = |status, body: &str| ErrorResponseConfig {
+            status,
+            content_type: DEFAULT_ERROR_CONTENT_TYPE.into(),
+            body: body.into(),
+        };
+        Self {
+            auth_missing: answer(401, "Authentication parameters missing"),
+            auth_failed: answer(403, "Authentication failed"),
+            no_match: answer(404, "No Mapping Rule matched"),
+            limits_exceeded: answer(429, "Limits exceeded"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorResponseConfig {
+    pub status: u16,
+    pub content_type: String,
+    /// Sent verbatim, no trailing newline added.
+    pub body: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingRuleConfig {
+    /// Exact, case-sensitive HTTP method, or `ANY`.
+    pub method: String,
+    /// The 3scale pattern, as written (`/v1/words/{word}.json$`).
+    pub pattern: String,
+    pub metric: String,
+    pub delta: i64,
+    /// Argument name -> expected value; a value containing `{name}` only requires presence.
+    pub querystring_parameters: BTreeMap<String, String>,
+    /// Stop evaluating after this rule when it matches.
+    pub last: bool,
+}
+
+impl FilterConfig {
+    pub fn new(services: Vec<ServiceConfig>) -> Self {
+        Self {
+            kind: KIND.into(),
+            version: VERSION,
+            request_body_max_bytes: DEFAULT_REQUEST_BODY_MAX_BYTES,
+            services,
+        }
+    }
+
+    /// Reads a FilterConfig document. Structural problems (a wrong type, an unknown field) stop
+    /// the read at the first one, reported with its JSON path; [`crate::compile`] then reports
+    /// every semantic problem.
+    pub fn from_json(bytes: &[u8], diags: &mut Diagnostics) -> Option<Self> {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        match serde_path_to_error::deserialize::<_, FilterConfig>(&mut de) {
+            Ok(config) => {
+                if let Err(e) = de.end() {
+                    diags.error("", crate::threescale::describe_json_error(&e));
+                    return None;
+                }
+                if config.kind != KIND {
+                    diags.error("kind", format!("expected \"{KIND}\""));
+                    return None;
+                }
+                if config.version != VERSION {
+                    diags.error(
+                        "version",
+                        format!(
+                            "this build reads FilterConfig version {VERSION}, not {}",
+                            config.version
+                        ),
+                    );
+                    return None;
+                }
+                Some(config)
+            }
+            Err(e) => {
+                let path = e.path().to_string();
+                let inner = e.into_inner();
+                let path = if path == "." { String::new() } else { path };
+                let message = if inner.is_syntax() || inner.is_eof() {
+                    crate::threescale::describe_json_error(&inner)
+                } else {
+                    strip_position(&inner.to_string())
+                };
+                diags.error(path, message);
+                None
+            }
+        }
+    }
+
+    pub fn to_json_pretty(&self) -> String {
+        // Serializing plain structs of strings and integers cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// serde_json appends " at line L column C" to data errors; the JSON path says it better.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message.get(..i).unwrap_or(message).to_owned(),
+        None => message.to_owned(),
+    }
+}

@@ -1,0 +1,219 @@
+//! `decide`: one request in, APIcast's decision out, in APIcast's order (reference §3.2):
+//! the request target as NGINX parses it, the service by host, the credentials, the mapping
+//! rules. What happens after (the control service's answer) belongs to the caller.
+
+use std::fmt;
+
+use crate::args::RequestArgs;
+use crate::backend::{self, AuthrepRequest};
+use crate::compile::{Compiled, ErrorKind, Service};
+use crate::config::DEFAULT_ERROR_CONTENT_TYPE;
+use crate::credentials::{Credentials, Sources};
+use crate::path::{self, BadPath, PathBuffers};
+use crate::request::{any_header_contains, RequestView};
+use crate::rules::MatchScratch;
+
+/// Why a request is answered without asking the control service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyReason {
+    /// NGINX would refuse the request target with 400.
+    BadRequest(BadPath),
+    /// No service has the request's host: 404, empty body.
+    UnknownService,
+    /// The service's credentials are missing (401 by default).
+    AuthMissing,
+    /// No mapping rule matched, or only rules with delta 0 (404 by default).
+    NoMatch,
+}
+
+impl DenyReason {
+    /// A stable name for logs, stats and `explain`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::BadRequest(_) => "bad_request",
+            DenyReason::UnknownService => "unknown_service",
+            DenyReason::AuthMissing => "auth_missing",
+            DenyReason::NoMatch => "no_match",
+        }
+    }
+}
+
+impl fmt::Display for DenyReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DenyReason::BadRequest(why) => write!(f, "bad request: {why}"),
+            DenyReason::UnknownService => f.write_str("no service for this host"),
+            DenyReason::AuthMissing => f.write_str("credentials missing"),
+            DenyReason::NoMatch => f.write_str("no mapping rule matched"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Ask the control service (authrep) with the credentials and usage.
+    Authorize,
+    Deny(DenyReason),
+}
+
+/// The answer a client gets for a local denial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Response<'c> {
+    pub status: u16,
+    pub content_type: &'c str,
+    pub body: &'c str,
+}
+
+/// What the gateway decided about one request. The matched rules and the usage are in the
+/// [`Scratch`] the decision was made with.
+#[derive(Debug, Clone)]
+pub struct Decision<'c, 'r> {
+    pub service: Option<&'c Service>,
+    pub credentials: Option<Credentials<'r>>,
+    pub verdict: Verdict,
+}
+
+impl<'c> Decision<'c, '_> {
+    /// The local answer, for a denial.
+    pub fn response(&self) -> Option<Response<'c>> {
+        let Verdict::Deny(reason) = self.verdict else {
+            return None;
+        };
+        let kind = match reason {
+            DenyReason::BadRequest(_) => return Some(plain(400)),
+            DenyReason::UnknownService => return Some(plain(404)),
+            DenyReason::AuthMissing => ErrorKind::AuthMissing,
+            DenyReason::NoMatch => ErrorKind::NoMatch,
+        };
+        let e = self.service?.error(kind);
+        Some(Response {
+            status: e.status,
+            content_type: &e.content_type,
+            body: &e.body,
+        })
+    }
+}
+
+/// An empty-bodied answer NGINX or APIcast gives before a service's own errors apply.
+fn plain(status: u16) -> Response<'static> {
+    Response {
+        status,
+        content_type: DEFAULT_ERROR_CONTENT_TYPE,
+        body: "",
+    }
+}
+
+/// Working memory reused across requests, so a decision allocates nothing once warmed up
+/// (credentials decoded from a body or Basic auth are the exception).
+#[derive(Debug, Default, Clone)]
+pub struct Scratch {
+    path: PathBuffers,
+    rules: MatchScratch,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The path the rules were matched against (normalised and re-escaped).
+    pub fn matched_path(&self) -> &[u8] {
+        self.path.matched()
+    }
+
+    /// Ids of the rules that matched, in evaluation order.
+    pub fn matched_rules(&self) -> &[u32] {
+        &self.rules.matched
+    }
+
+    /// `(metric id, total)`, totals > 0, in metric-name order.
+    pub fn usage(&self) -> &[(u32, i64)] {
+        &self.rules.usage
+    }
+}
+
+const METHODS_WITH_BODY: [&[u8]; 3] = [b"POST", b"PUT", b"PATCH"];
+const URLENCODED: &[u8] = b"application/x-www-form-urlencoded";
+
+impl Compiled {
+    /// Decides one request. `scratch` receives the normalised path, matched rules and usage.
+    pub fn decide<'c, 'r>(
+        &'c self,
+        req: &RequestView<'r>,
+        scratch: &mut Scratch,
+    ) -> Decision<'c, 'r> {
+        scratch.rules.matched.clear();
+        scratch.rules.usage.clear();
+        let deny = |service, credentials, reason| Decision {
+            service,
+            credentials,
+            verdict: Verdict::Deny(reason),
+        };
+        let matched_path = match path::normalize(req.target, &mut scratch.path) {
+            Ok(p) => p,
+            Err(why) => return deny(None, None, DenyReason::BadRequest(why)),
+        };
+        let Some(service) = self.service_for_authority(req.authority) else {
+            return deny(None, None, DenyReason::UnknownService);
+        };
+        let args = RequestArgs {
+            query: path::raw_query(req.target),
+            body: self.body_args(req),
+        };
+        let credentials = service.credentials.extract(Sources {
+            headers: req.headers,
+            query: args.query,
+            body: args.body,
+        });
+        let Some(credentials) = credentials else {
+            return deny(Some(service), None, DenyReason::AuthMissing);
+        };
+        service
+            .rules
+            .evaluate(req.method, matched_path, &args, &mut scratch.rules);
+        if scratch.rules.usage.is_empty() {
+            return deny(Some(service), Some(credentials), DenyReason::NoMatch);
+        }
+        Decision {
+            service: Some(service),
+            credentials: Some(credentials),
+            verdict: Verdict::Authorize,
+        }
+    }
+
+    /// The urlencoded body, when APIcast would read its arguments: POST, PUT or PATCH with a
+    /// `Content-Type` containing `application/x-www-form-urlencoded`, and not larger than the
+    /// configured buffer (APIcast ignores a body it had to spool to disk).
+    fn body_args<'r>(&self, req: &RequestView<'r>) -> Option<&'r [u8]> {
+        let body = req.body?;
+        if body.len() > self.request_body_max_bytes || !METHODS_WITH_BODY.contains(&req.method) {
+            return None;
+        }
+        any_header_contains(req.headers, b"content-type", URLENCODED).then_some(body)
+    }
+}
+
+impl Service {
+    /// Appends the authrep call's path and query for this request to `out`.
+    pub fn write_authrep(
+        &self,
+        credentials: &Credentials<'_>,
+        usage: &[(u32, i64)],
+        out: &mut String,
+    ) {
+        let mut pairs = usage.iter().filter_map(|&(m, delta)| {
+            self.metrics
+                .get(m as usize)
+                .map(|metric| (&*metric.usage_key, delta))
+        });
+        backend::write_authrep(
+            AuthrepRequest {
+                version: self.backend_version,
+                service_params: &self.service_params,
+                credentials,
+                usage: &mut pairs,
+            },
+            out,
+        );
+    }
+}

@@ -1,0 +1,34 @@
+//! tollgate's core: 3scale configuration in, APIcast's decisions out.
+//!
+//! Host-free: no proxy-wasm, no I/O, no clock. The filter, the CLI and the benchmarks are faces
+//! over the same pipeline:
+//!
+//! ```text
+//! bytes ─ load() ─▶ FilterConfig ─ compile() ─▶ Compiled ─ decide(&RequestView) ─▶ Decision
+//! ```
+
+pub mod args;
+pub mod backend;
+pub mod compile;
+pub mod config;
+pub mod credentials;
+pub mod decision;
+pub mod diagnostics;
+pub mod load;
+pub mod path;
+pub mod request;
+pub mod rules;
+pub mod service;
+pub mod threescale;
+pub mod url;
+
+pub use compile::{compile, Compiled, ErrorKind, Service};
+pub use config::FilterConfig;
+pub use credentials::Credentials;
+pub use decision::{Decision, DenyReason, Response, Scratch, Verdict};
+pub use diagnostics::{Diagnostic, Diagnostics, Severity};
+pub use load::{load, Loaded, SourceFormat};
+pub use request::{Headers, RequestView};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1 @@
+//! End-to-end decisions over whole configurations.
