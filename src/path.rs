@@ -189,6 +189,12 @@ static NEEDS_ESCAPE: [bool; 256] = escape_table();
 
 const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
+/// Whether the matched path can contain `b` literally. Every byte NGINX re-escapes is absent,
+/// except `%` itself, which starts each escape.
+pub fn can_appear_in_matched_path(b: u8) -> bool {
+    b == b'%' || !NEEDS_ESCAPE.get(usize::from(b)).copied().unwrap_or(true)
+}
+
 /// Appends `decoded` to `out`, re-escaped as APIcast's `escape_uri` does (upper-case hex).
 pub fn escape_into(decoded: &[u8], out: &mut Vec<u8>) {
     for &b in decoded {

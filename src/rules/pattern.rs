@@ -150,10 +150,25 @@ pub fn analyze(pattern: &str) -> Analysis {
     if anchored {
         tokens.push(Token::End);
     }
-    let note = match tokens.first() {
-        None => Some("is empty, so it matches every path".to_owned()),
-        Some(Token::Byte(b'/')) => None,
-        Some(_) => Some("does not start with '/', so it never matches a request path".to_owned()),
+    let unmatchable = tokens.iter().find_map(|t| match *t {
+        Token::Byte(b) if !crate::path::can_appear_in_matched_path(b) => Some(b),
+        _ => None,
+    });
+    let note = match (tokens.first(), unmatchable) {
+        (None, _) => Some("is empty, so it matches every path".to_owned()),
+        (Some(Token::Byte(b'/')), None) => None,
+        (Some(Token::Byte(b'/')), Some(b)) => Some(format!(
+            "contains {}, which the gateway always percent-escapes in the path it matches \
+             (as %{b:02X}), so it never matches; write %{b:02X} instead",
+            if b.is_ascii_graphic() {
+                format!("'{}'", char::from(b))
+            } else {
+                format!("byte 0x{b:02X}")
+            }
+        )),
+        (Some(_), _) => {
+            Some("does not start with '/', so it never matches a request path".to_owned())
+        }
     };
     Analysis {
         kind: PatternKind::Plain(tokens),
@@ -282,6 +297,10 @@ mod tests {
 
     #[test]
     fn notes_for_odd_plain_patterns() {
+        assert!(analyze("/a b").note.unwrap().contains("as %20"));
+        assert!(analyze("/caf\u{e9}").note.unwrap().contains("byte 0xC3"));
+        assert!(analyze("/a{}").note.unwrap().contains("'{'"));
+        assert_eq!(analyze("/a%20b").note, None);
         assert!(analyze("").note.unwrap().contains("every path"));
         assert!(analyze("foo").note.unwrap().contains("never matches"));
         assert_eq!(analyze("/foo").note, None);
