@@ -1,0 +1,57 @@
+//! `tollgate generate …`: configurations rendered from the validated model.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::input::load;
+use crate::{ConfigArg, Failure};
+
+#[derive(Args)]
+pub struct FilterArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Write to FILE instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Do not write: exit 1 if FILE (given with -o) differs from what would be written.
+    #[arg(long, requires = "output")]
+    check: bool,
+}
+
+pub fn filter(args: &FilterArgs) -> Result<ExitCode, Failure> {
+    let loaded = load(&args.config)?;
+    for w in loaded.diagnostics.warnings() {
+        eprintln!("{w}");
+    }
+    let mut rendered = loaded.config.to_json_pretty();
+    rendered.push('\n');
+    emit(&rendered, args.output.as_ref(), args.check)
+}
+
+/// Writes `rendered` to stdout or FILE, or with `check`, compares it with FILE.
+pub fn emit(rendered: &str, output: Option<&PathBuf>, check: bool) -> Result<ExitCode, Failure> {
+    match (output, check) {
+        (None, _) => {
+            print!("{rendered}");
+            Ok(ExitCode::SUCCESS)
+        }
+        (Some(path), false) => {
+            std::fs::write(path, rendered)
+                .map_err(|e| Failure::usage(format!("cannot write {}: {e}", path.display())))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        (Some(path), true) => {
+            let current = std::fs::read_to_string(path).unwrap_or_default();
+            if current == rendered {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Err(Failure {
+                    status: 1,
+                    message: format!("{} is out of date; regenerate it", path.display()),
+                })
+            }
+        }
+    }
+}
