@@ -77,7 +77,12 @@ pub fn load(bytes: &[u8]) -> Loaded {
     let Some(translation) = translate(&root, &mut diagnostics) else {
         return loaded(Some(SourceFormat::ThreeScale), None, None, diagnostics);
     };
-    let compiled = compile(&translation.config, &translation.paths, &mut diagnostics);
+    if !translation.complete && translation.config.services.is_empty() {
+        return loaded(Some(SourceFormat::ThreeScale), None, None, diagnostics);
+    }
+    // Even with structural errors, check what could be read, so every problem is reported.
+    let compiled = compile(&translation.config, &translation.paths, &mut diagnostics)
+        .filter(|_| translation.complete);
     let config = compiled.is_some().then_some(translation.config);
     loaded(
         Some(SourceFormat::ThreeScale),

@@ -21,17 +21,30 @@ use crate::config::{
 };
 use crate::diagnostics::{index, join, Diagnostics};
 
-/// Where each FilterConfig service came from in the 3scale document.
+/// Where each FilterConfig service (and each of its rules) came from in the 3scale document.
 #[derive(Debug, Clone, Default)]
 pub struct ThreescalePaths {
-    services: Vec<String>,
+    services: Vec<SourceService>,
     /// `services`, `proxy_configs` or `proxy_config.content`: the list as a whole.
     list: String,
 }
 
+#[derive(Debug, Clone, Default)]
+struct SourceService {
+    /// `services[3]`, `proxy_config.content`, …
+    at: String,
+    /// Index in `proxy_rules` of each translated rule (rules with errors are left out).
+    rules: Vec<usize>,
+}
+
 impl SourcePaths for ThreescalePaths {
     fn path(&self, loc: Loc<'_>) -> String {
-        let base = |i: usize| self.services.get(i).cloned().unwrap_or_default();
+        let base = |i: usize| {
+            self.services
+                .get(i)
+                .map(|s| s.at.clone())
+                .unwrap_or_default()
+        };
         match loc {
             Loc::Services => self.list.clone(),
             Loc::Service(i, field) => {
@@ -76,7 +89,13 @@ impl SourcePaths for ThreescalePaths {
                     RuleField::Delta => "delta".into(),
                     RuleField::Query(name) => format!("querystring_parameters.{name}"),
                 };
-                format!("{}.proxy.proxy_rules[{j}].{f}", base(i))
+                let source_rule = self
+                    .services
+                    .get(i)
+                    .and_then(|s| s.rules.get(j))
+                    .copied()
+                    .unwrap_or(j);
+                format!("{}.proxy.proxy_rules[{source_rule}].{f}", base(i))
             }
         }
     }
@@ -85,8 +104,13 @@ impl SourcePaths for ThreescalePaths {
 /// The FilterConfig made from a 3scale document, and where its parts came from.
 #[derive(Debug, Clone)]
 pub struct Translation {
+    /// Everything that could be read. When `complete` is false, parts with errors were left
+    /// out (a service missing its id, a rule of the wrong type) or given their defaults (a
+    /// field of the wrong type), so the rest can still be checked.
     pub config: FilterConfig,
     pub paths: ThreescalePaths,
+    /// No structural error was found.
+    pub complete: bool,
 }
 
 /// Describes a JSON error with its line and column.
@@ -227,7 +251,8 @@ impl<'a, 'd> Reader<'a, 'd> {
     }
 }
 
-/// Translates a parsed 3scale document. `None` when it has structural errors (all reported).
+/// Translates a parsed 3scale document, reporting every structural problem. `None` only when
+/// the document is not a 3scale configuration at all.
 pub fn translate(root: &Value, diags: &mut Diagnostics) -> Option<Translation> {
     let errors_before = diags.errors().count();
     let Value::Object(obj) = root else {
@@ -309,17 +334,15 @@ pub fn translate(root: &Value, diags: &mut Diagnostics) -> Option<Translation> {
         list,
     };
     for (at, service) in entries {
-        if let Some(s) = service_config(service, &at, provider_key, diags) {
+        if let Some((s, rules)) = service_config(service, &at, provider_key, diags) {
             services.push(s);
-            paths.services.push(at);
+            paths.services.push(SourceService { at, rules });
         }
-    }
-    if diags.errors().count() > errors_before {
-        return None;
     }
     Some(Translation {
         config: FilterConfig::new(services),
         paths,
+        complete: diags.errors().count() == errors_before,
     })
 }
 
@@ -354,12 +377,14 @@ fn proxy_config_content<'a>(
 /// Policies tollgate knows. Everything else is reported, never dropped silently.
 const IMPLEMENTED_POLICIES: &[&str] = &["apicast"];
 
+/// A service and the source index of each of its rules; `None` when the service lacks what
+/// identifies it (id, backend_version, control-service credentials, proxy).
 fn service_config(
     obj: &Map<String, Value>,
     at: &str,
     provider_key: Option<&str>,
     diags: &mut Diagnostics,
-) -> Option<ServiceConfig> {
+) -> Option<(ServiceConfig, Vec<usize>)> {
     let mut r = Reader::new(obj, at.to_owned(), diags);
 
     let id = r.string_or_integer("id");
@@ -463,18 +488,11 @@ fn service_config(
             None
         }
     };
-    let service_failed = r.failed;
-    let proxy = proxy.and_then(|p| proxy_config(p, &join(at, "proxy"), diags));
+    let proxy = proxy.map(|p| proxy_config(p, &join(at, "proxy"), diags));
 
-    match (
-        id,
-        backend_version,
-        control_service_auth,
-        proxy,
-        service_failed,
-    ) {
-        (Some(id), Some(backend_version), Some(control_service_auth), Some(proxy), false) => {
-            Some(ServiceConfig {
+    match (id, backend_version, control_service_auth, proxy) {
+        (Some(id), Some(backend_version), Some(control_service_auth), Some(proxy)) => Some((
+            ServiceConfig {
                 id,
                 name,
                 hosts: proxy.hosts,
@@ -485,8 +503,9 @@ fn service_config(
                 upstream: proxy.upstream,
                 errors: proxy.errors,
                 mapping_rules: proxy.rules,
-            })
-        }
+            },
+            proxy.rule_sources,
+        )),
         _ => None,
     }
 }
@@ -498,9 +517,12 @@ struct Proxy {
     upstream: UpstreamConfig,
     errors: ErrorsConfig,
     rules: Vec<MappingRuleConfig>,
+    rule_sources: Vec<usize>,
 }
 
-fn proxy_config(obj: &Map<String, Value>, at: &str, diags: &mut Diagnostics) -> Option<Proxy> {
+/// Reads the proxy object. A field of the wrong type is reported and replaced by its default,
+/// and a bad rule is reported and left out, so the rest can still be checked.
+fn proxy_config(obj: &Map<String, Value>, at: &str, diags: &mut Diagnostics) -> Proxy {
     let mut r = Reader::new(obj, at.to_owned(), diags);
 
     let hosts = match r.array("hosts") {
@@ -613,6 +635,7 @@ fn proxy_config(obj: &Map<String, Value>, at: &str, diags: &mut Diagnostics) -> 
     policy_chain(&mut r);
 
     let mut rules = Vec::new();
+    let mut rule_sources = Vec::new();
     if let Some(items) = r.array("proxy_rules") {
         let rules_at = r.at("proxy_rules");
         for (j, item) in items.iter().enumerate() {
@@ -621,32 +644,26 @@ fn proxy_config(obj: &Map<String, Value>, at: &str, diags: &mut Diagnostics) -> 
                 Value::Object(o) => {
                     if let Some(rule) = mapping_rule(o, rat, r.diags) {
                         rules.push(rule);
-                    } else {
-                        r.failed = true;
+                        rule_sources.push(j);
                     }
                 }
-                other => {
-                    r.diags.error(
-                        rat,
-                        format!("expected a mapping rule object, found {}", kind_of(other)),
-                    );
-                    r.failed = true;
-                }
+                other => r.diags.error(
+                    rat,
+                    format!("expected a mapping rule object, found {}", kind_of(other)),
+                ),
             }
         }
     }
 
-    if r.failed {
-        return None;
-    }
-    Some(Proxy {
+    Proxy {
         hosts,
         backend,
         credentials,
         upstream,
         errors,
         rules,
-    })
+        rule_sources,
+    }
 }
 
 fn policy_chain(r: &mut Reader<'_, '_>) {

@@ -167,9 +167,14 @@ fn every_problem_is_reported_with_its_path() {
         "not a rule",
     ]);
     let mut also_bad = service();
+    also_bad["id"] = json!(44);
     also_bad["proxy"]["error_status_no_match"] = json!(999);
     also_bad["proxy"]["api_backend"] = json!("test.com");
     also_bad["proxy"]["hosts"] = json!(["b.example", 5]);
+    also_bad["proxy"]["proxy_rules"] = json!([
+        {"http_method": "GET", "pattern": 1, "metric_system_name": "hits"},
+        {"http_method": "GET", "pattern": "/a+b", "metric_system_name": "hits", "delta": 1},
+    ]);
     let d = diags(&json!({"services": [service(), bad, also_bad]}));
     let e = Severity::Error;
     assert!(
@@ -219,9 +224,42 @@ fn every_problem_is_reported_with_its_path() {
         has(&d, e, "services[2].proxy.hosts[1]", "found a number"),
         "{d:#?}"
     );
-    // Structural errors stop before semantic checks of the same document, but every
-    // structural error was collected.
-    assert_eq!(d.iter().filter(|x| x.0 == e).count(), 8, "{d:#?}");
+    assert!(
+        has(
+            &d,
+            e,
+            "services[2].proxy.proxy_rules[0].pattern",
+            "found a number"
+        ),
+        "{d:#?}"
+    );
+    // The same pass checks the values of what could be read, at the right source paths
+    // even though proxy_rules[0] was left out.
+    assert!(
+        has(&d, e, "services[2].proxy.error_status_no_match", "999"),
+        "{d:#?}"
+    );
+    assert!(
+        has(&d, e, "services[2].proxy.api_backend", "test.com"),
+        "{d:#?}"
+    );
+    assert!(
+        has(
+            &d,
+            Severity::Warning,
+            "services[2].proxy.proxy_rules[1].pattern",
+            "'+'"
+        ),
+        "{d:#?}"
+    );
+    assert_eq!(d.iter().filter(|x| x.0 == e).count(), 11, "{d:#?}");
+    assert!(load(
+        json!({"services": [service(), {"id": 1}]})
+            .to_string()
+            .as_bytes()
+    )
+    .compiled
+    .is_none());
 
     // Semantic problems are reported with 3scale paths too.
     let mut semantic = service();
