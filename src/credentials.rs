@@ -245,27 +245,22 @@ fn base64_value(b: u8) -> Option<u8> {
 pub fn nginx_decode_base64(input: &[u8]) -> Option<Vec<u8>> {
     let end = input.iter().position(|&b| b == b'=').unwrap_or(input.len());
     let data = input.get(..end)?;
-    let values: Vec<u8> = data
-        .iter()
-        .map(|&b| base64_value(b))
-        .collect::<Option<_>>()?;
-    if values.len() % 4 == 1 {
+    if data.len() % 4 == 1 {
         return None;
     }
-    let mut out = Vec::with_capacity(values.len() / 4 * 3 + 2);
-    for chunk in values.chunks(4) {
-        match *chunk {
-            [a, b, c, d] => {
-                out.push(a << 2 | b >> 4);
-                out.push(b << 4 | c >> 2);
-                out.push(c << 6 | d);
-            }
-            [a, b, c] => {
-                out.push(a << 2 | b >> 4);
-                out.push(b << 4 | c >> 2);
-            }
-            [a, b] => out.push(a << 2 | b >> 4),
-            _ => {}
+    let mut out = Vec::with_capacity(data.len() / 4 * 3 + 2);
+    for chunk in data.chunks(4) {
+        let mut v = [0u8; 4];
+        for (slot, &b) in v.iter_mut().zip(chunk) {
+            *slot = base64_value(b)?;
+        }
+        let [a, b, c, d] = v;
+        out.push(a << 2 | b >> 4);
+        if chunk.len() > 2 {
+            out.push(b << 4 | c >> 2);
+        }
+        if chunk.len() > 3 {
+            out.push(c << 6 | d);
         }
     }
     Some(out)
