@@ -224,8 +224,9 @@ impl PathBuffers {
 
 /// The string APIcast matches mapping rules against, for a raw request target.
 pub fn normalize<'b>(target: &[u8], buffers: &'b mut PathBuffers) -> Result<&'b [u8], BadPath> {
-    decode_uri(target, &mut buffers.decoded)?;
+    // Cleared first, so a refused target never leaves the previous request's path behind.
     buffers.escaped.clear();
+    decode_uri(target, &mut buffers.decoded)?;
     escape_into(&buffers.decoded, &mut buffers.escaped);
     Ok(&buffers.escaped)
 }
@@ -298,6 +299,14 @@ mod tests {
         assert_eq!(norm("/...").as_deref(), Ok("/..."));
         assert_eq!(norm("/a..b/.c").as_deref(), Ok("/a..b/.c"));
         assert_eq!(norm("/").as_deref(), Ok("/"));
+    }
+
+    #[test]
+    fn a_refused_target_leaves_no_previous_path() {
+        let mut b = PathBuffers::default();
+        normalize(b"/previous", &mut b).unwrap();
+        assert!(normalize(b"/%zz", &mut b).is_err());
+        assert_eq!(b.matched(), b"");
     }
 
     #[test]

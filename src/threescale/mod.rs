@@ -35,6 +35,9 @@ struct SourceService {
     at: String,
     /// Index in `proxy_rules` of each translated rule (rules with errors are left out).
     rules: Vec<usize>,
+    /// Index in `proxy.hosts` of each translated host; `None` when `hosts` was absent and
+    /// defaulted to `localhost`.
+    hosts: Option<Vec<usize>>,
 }
 
 impl SourcePaths for ThreescalePaths {
@@ -53,7 +56,14 @@ impl SourcePaths for ThreescalePaths {
                     ServiceField::Whole => return b,
                     ServiceField::Id => "id".into(),
                     ServiceField::Hosts => "proxy.hosts".into(),
-                    ServiceField::Host(k) => format!("proxy.hosts[{k}]"),
+                    ServiceField::Host(k) => {
+                        match self.services.get(i).and_then(|s| s.hosts.as_ref()) {
+                            Some(sources) => {
+                                format!("proxy.hosts[{}]", sources.get(k).copied().unwrap_or(k))
+                            }
+                            None => "proxy.hosts".into(),
+                        }
+                    }
                     ServiceField::AuthValue => "backend_authentication_value".into(),
                     ServiceField::BackendEndpoint => "proxy.backend.endpoint".into(),
                     ServiceField::BackendHost => "proxy.backend.host".into(),
@@ -334,9 +344,13 @@ pub fn translate(root: &Value, diags: &mut Diagnostics) -> Option<Translation> {
         list,
     };
     for (at, service) in entries {
-        if let Some((s, rules)) = service_config(service, &at, provider_key, diags) {
+        if let Some((s, sources)) = service_config(service, &at, provider_key, diags) {
             services.push(s);
-            paths.services.push(SourceService { at, rules });
+            paths.services.push(SourceService {
+                at,
+                rules: sources.rules,
+                hosts: sources.hosts,
+            });
         }
     }
     Some(Translation {
@@ -384,7 +398,7 @@ fn service_config(
     at: &str,
     provider_key: Option<&str>,
     diags: &mut Diagnostics,
-) -> Option<(ServiceConfig, Vec<usize>)> {
+) -> Option<(ServiceConfig, Sources)> {
     let mut r = Reader::new(obj, at.to_owned(), diags);
 
     let id = r.string_or_integer("id");
@@ -504,14 +518,24 @@ fn service_config(
                 errors: proxy.errors,
                 mapping_rules: proxy.rules,
             },
-            proxy.rule_sources,
+            Sources {
+                rules: proxy.rule_sources,
+                hosts: proxy.host_sources,
+            },
         )),
         _ => None,
     }
 }
 
+/// Source indices of what a service kept (see [`SourceService`]).
+struct Sources {
+    rules: Vec<usize>,
+    hosts: Option<Vec<usize>>,
+}
+
 struct Proxy {
     hosts: Vec<String>,
+    host_sources: Option<Vec<usize>>,
     backend: BackendEndpoint,
     credentials: CredentialsConfig,
     upstream: UpstreamConfig,
@@ -525,13 +549,17 @@ struct Proxy {
 fn proxy_config(obj: &Map<String, Value>, at: &str, diags: &mut Diagnostics) -> Proxy {
     let mut r = Reader::new(obj, at.to_owned(), diags);
 
-    let hosts = match r.array("hosts") {
-        None => vec!["localhost".to_owned()],
+    let (hosts, host_sources) = match r.array("hosts") {
+        None => (vec!["localhost".to_owned()], None),
         Some(items) => {
             let mut hosts = Vec::with_capacity(items.len());
+            let mut sources = Vec::with_capacity(items.len());
             for (k, h) in items.iter().enumerate() {
                 match h {
-                    Value::String(s) => hosts.push(s.clone()),
+                    Value::String(s) => {
+                        hosts.push(s.clone());
+                        sources.push(k);
+                    }
                     other => {
                         let p = index(&r.at("hosts"), k);
                         r.diags
@@ -540,7 +568,7 @@ fn proxy_config(obj: &Map<String, Value>, at: &str, diags: &mut Diagnostics) -> 
                     }
                 }
             }
-            hosts
+            (hosts, Some(sources))
         }
     };
 
@@ -657,6 +685,7 @@ fn proxy_config(obj: &Map<String, Value>, at: &str, diags: &mut Diagnostics) -> 
 
     Proxy {
         hosts,
+        host_sources,
         backend,
         credentials,
         upstream,
