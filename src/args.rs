@@ -12,36 +12,17 @@
 pub const MAX_ARGS: usize = 100;
 
 /// NGINX `$arg_<name>`: the raw value of the first `name=` at the start of the query or right
-/// after a `&`, compared case-insensitively.
+/// after a `&`, compared case-insensitively. (NGINX searches the whole query for the name and
+/// keeps only hits at those places, which is the same as looking at each `&` piece.)
 pub fn raw_arg<'a>(query: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     if name.is_empty() {
         return None;
     }
-    let mut start = 0;
-    while start < query.len() {
-        let rest = query.get(start..)?;
-        let found = find_ignore_case(rest, name)?;
-        let at = start + found;
-        let after = at + name.len();
-        let preceded_ok = at == 0 || query.get(at - 1) == Some(&b'&');
-        if preceded_ok && query.get(after) == Some(&b'=') {
-            let value_start = after + 1;
-            let tail = query.get(value_start..)?;
-            let end = tail.iter().position(|&b| b == b'&').unwrap_or(tail.len());
-            return tail.get(..end);
-        }
-        start = at + 1;
-    }
-    None
-}
-
-fn find_ignore_case(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.len() > haystack.len() {
-        return None;
-    }
-    haystack
-        .windows(needle.len())
-        .position(|w| w.eq_ignore_ascii_case(needle))
+    query.split(|&b| b == b'&').find_map(|piece| {
+        let (head, tail) = piece.split_at_checked(name.len())?;
+        let value = tail.strip_prefix(b"=")?;
+        head.eq_ignore_ascii_case(name).then_some(value)
+    })
 }
 
 /// One argument's value in a lua-nginx-module arg table.

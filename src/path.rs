@@ -208,6 +208,30 @@ pub fn escape_into(decoded: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// The path part of `target` when normalising would leave it unchanged: it starts with '/',
+/// has no escape, no "//", no dot segment, nothing to re-escape, and the target has no
+/// control character. Most requests take this path.
+fn already_normal(target: &[u8]) -> Option<&[u8]> {
+    let end = target
+        .iter()
+        .position(|&b| b == b'?' || b == b'#')
+        .unwrap_or(target.len());
+    let (path, rest) = target.split_at(end);
+    if path.first() != Some(&b'/') || rest.iter().any(|&b| b <= 0x20 || b == 0x7f) {
+        return None;
+    }
+    let mut previous_slash = false;
+    for &b in path {
+        let needs_work = NEEDS_ESCAPE.get(usize::from(b)).copied().unwrap_or(true)
+            || (previous_slash && (b == b'/' || b == b'.'));
+        if needs_work {
+            return None;
+        }
+        previous_slash = b == b'/';
+    }
+    Some(path)
+}
+
 /// Reusable buffers for [`normalize`], so a request allocates nothing once they have grown.
 #[derive(Debug, Default, Clone)]
 pub struct PathBuffers {
@@ -226,6 +250,10 @@ impl PathBuffers {
 pub fn normalize<'b>(target: &[u8], buffers: &'b mut PathBuffers) -> Result<&'b [u8], BadPath> {
     // Cleared first, so a refused target never leaves the previous request's path behind.
     buffers.escaped.clear();
+    if let Some(path) = already_normal(target) {
+        buffers.escaped.extend_from_slice(path);
+        return Ok(&buffers.escaped);
+    }
     decode_uri(target, &mut buffers.decoded)?;
     escape_into(&buffers.decoded, &mut buffers.escaped);
     Ok(&buffers.escaped)

@@ -1,18 +1,23 @@
 //! Mapping rules: compiled once per service, evaluated per request (reference §1).
 //!
-//! Plain patterns live in one [`trie::Trie`] with a root per method and one for `ANY`; patterns
-//! that use regex syntax keep APIcast's regex (`regex-lite`) and are tried one by one. Both feed
-//! the same candidate list, which is then evaluated in configuration order: query conditions,
-//! `last`, and per-metric sums.
+//! Plain patterns live in one [`trie::Trie`] with a root per HTTP method (holding that
+//! method's rules and the `ANY` rules) and one root for other methods (`ANY` rules only), so a
+//! request walks exactly one root. The common regex constructs are trie tokens too (see
+//! [`pattern`]); patterns beyond them keep APIcast's regex (`regex-lite`), each gated in the
+//! same trie by its literal prefix, so a regex only runs when the path starts with that prefix. Both feed one candidate list, which is then
+//! evaluated in configuration order: query conditions, `last`, and per-metric sums.
 
 pub mod pattern;
 pub mod query;
 pub mod trie;
 
 use crate::args::RequestArgs;
-use pattern::{Analysis, PatternKind};
+use pattern::{Analysis, PatternKind, Token};
 use query::QueryCondition;
 use trie::{Trie, TrieBuilder, WalkScratch};
+
+/// Marks a trie entry as "try regex rule n" rather than "rule n matched".
+const REGEX_GATE: u32 = 1 << 31;
 
 /// A rule ready to be compiled into a [`RuleSet`].
 #[derive(Debug, Clone)]
@@ -38,8 +43,6 @@ struct Rule {
 #[derive(Debug, Clone)]
 struct RegexRule {
     rule: u32,
-    /// `None` for `ANY`.
-    method: Option<Box<[u8]>>,
     regex: regex_lite::Regex,
 }
 
@@ -55,7 +58,8 @@ pub struct Uncompilable {
 pub struct RuleSet {
     trie: Trie,
     method_roots: Vec<(Box<[u8]>, u32)>,
-    any_root: u32,
+    /// Root for methods no rule names: only `ANY` rules.
+    other_root: u32,
     regex_rules: Vec<RegexRule>,
     rules: Vec<Rule>,
 }
@@ -73,44 +77,66 @@ pub struct MatchScratch {
 
 pub const ANY_METHOD: &str = "ANY";
 
+/// The literal text every path matching regex `pattern` starts with, as trie tokens; empty
+/// when the pattern has a top-level `|` (APIcast's `^a|b` matches `b` anywhere).
+fn regex_gate(pattern: &str) -> Vec<Token> {
+    let tokens = pattern::literal_prefix(pattern);
+    tokens.into_iter().map(Token::Byte).collect()
+}
+
 impl RuleSet {
     /// Compiles the rules. Patterns whose regex does not compile are returned with the reason;
     /// they never match.
     pub fn compile(inputs: Vec<RuleInput>) -> (Self, Vec<Uncompilable>) {
         let mut builder = TrieBuilder::new();
-        let any_root = builder.add_root();
         let mut method_roots: Vec<(Box<[u8]>, u32)> = Vec::new();
+        for input in &inputs {
+            let method = input.method.as_bytes();
+            if input.method != ANY_METHOD && !method_roots.iter().any(|(m, _)| m.as_ref() == method)
+            {
+                method_roots.push((method.into(), builder.add_root()));
+            }
+        }
+        let other_root = builder.add_root();
+        let all_roots: Vec<u32> = method_roots
+            .iter()
+            .map(|&(_, r)| r)
+            .chain(std::iter::once(other_root))
+            .collect();
+        let roots_for = |method: &str| -> Vec<u32> {
+            if method == ANY_METHOD {
+                all_roots.clone()
+            } else {
+                method_roots
+                    .iter()
+                    .filter(|(m, _)| m.as_ref() == method.as_bytes())
+                    .map(|&(_, r)| r)
+                    .collect()
+            }
+        };
+
         let mut regex_rules = Vec::new();
         let mut rules = Vec::with_capacity(inputs.len());
         let mut broken = Vec::new();
         for (index, input) in inputs.into_iter().enumerate() {
             let id = u32::try_from(index).unwrap_or(u32::MAX);
-            let is_any = input.method == ANY_METHOD;
             match &input.analysis.kind {
-                PatternKind::Plain(tokens) => {
-                    let root = if is_any {
-                        any_root
-                    } else {
-                        match method_roots
-                            .iter()
-                            .find(|(m, _)| m.as_ref() == input.method.as_bytes())
-                        {
-                            Some(&(_, root)) => root,
-                            None => {
-                                let root = builder.add_root();
-                                method_roots.push((input.method.as_bytes().into(), root));
-                                root
-                            }
+                PatternKind::Trie(variants) => {
+                    for root in roots_for(&input.method) {
+                        for tokens in variants {
+                            builder.insert(root, tokens, id);
                         }
-                    };
-                    builder.insert(root, tokens, id);
+                    }
                 }
                 PatternKind::Regex(source) => match regex_lite::Regex::new(source) {
-                    Ok(regex) => regex_rules.push(RegexRule {
-                        rule: id,
-                        method: (!is_any).then(|| input.method.as_bytes().into()),
-                        regex,
-                    }),
+                    Ok(regex) => {
+                        let gate = REGEX_GATE | u32::try_from(regex_rules.len()).unwrap_or(0);
+                        let prefix = regex_gate(&input.pattern);
+                        for root in roots_for(&input.method) {
+                            builder.insert(root, &prefix, gate);
+                        }
+                        regex_rules.push(RegexRule { rule: id, regex });
+                    }
                     Err(e) => broken.push(Uncompilable {
                         rule: index,
                         reason: first_line(&e.to_string()),
@@ -128,7 +154,7 @@ impl RuleSet {
         let set = Self {
             trie: builder.build(),
             method_roots,
-            any_root,
+            other_root,
             regex_rules,
             rules,
         };
@@ -175,27 +201,27 @@ impl RuleSet {
         matched.clear();
         usage.clear();
 
-        let method_root = self
+        let root = self
             .method_roots
             .iter()
             .find(|(m, _)| m.as_ref() == method)
-            .map(|&(_, root)| root);
-        match method_root {
-            Some(root) => self
-                .trie
-                .walk(&[root, self.any_root], path, walk, candidates),
-            None => self.trie.walk(&[self.any_root], path, walk, candidates),
-        }
-        if !self.regex_rules.is_empty() {
+            .map_or(self.other_root, |&(_, root)| root);
+        self.trie.walk(root, path, walk, candidates);
+        if candidates.iter().any(|&c| c & REGEX_GATE != 0) {
             // The normalised path is ASCII; anything else cannot match a regex rule.
-            if let Ok(text) = std::str::from_utf8(path) {
-                for r in &self.regex_rules {
-                    let method_ok = r.method.as_deref().is_none_or(|m| m == method);
-                    if method_ok && r.regex.is_match(text) {
-                        candidates.push(r.rule);
-                    }
+            let text = std::str::from_utf8(path).ok();
+            candidates.retain_mut(|c| {
+                if *c & REGEX_GATE == 0 {
+                    return true;
                 }
-            }
+                match (self.regex_rules.get((*c & !REGEX_GATE) as usize), text) {
+                    (Some(r), Some(text)) if r.regex.is_match(text) => {
+                        *c = r.rule;
+                        true
+                    }
+                    _ => false,
+                }
+            });
         }
         candidates.sort_unstable();
         candidates.dedup();

@@ -6,23 +6,112 @@
 //! 4. `.` is literal; the match is anchored at the start only; a trailing `$` anchors the end.
 //!
 //! Every other regex metacharacter keeps its regex meaning in APIcast (`+` is a quantifier).
-//! Patterns made only of literal bytes, placeholders and a trailing `$` go into the trie; the
-//! rest keep APIcast's regex and are evaluated as one.
+//! Literal bytes, placeholders, `$` at the end, and the common regex constructs (character
+//! classes, `\d`-style escapes, `+` and `*` on one atom, groups of alternatives) are expanded
+//! into trie tokens; a placeholder is just one kind of class repeat. Whatever else a pattern
+//! uses (a `|` outside any group, a quantified group, back-references…) keeps APIcast's regex.
+
+/// A set of bytes, for a repeat edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ByteClass([u64; 4]);
+
+impl ByteClass {
+    pub const EMPTY: ByteClass = ByteClass([0; 4]);
+
+    /// A placeholder's bytes: `[\w\-.~%!$&'()*+,;=@:]`.
+    pub const PLACEHOLDER: ByteClass = ByteClass::EMPTY
+        .with_range(b'a', b'z')
+        .with_range(b'A', b'Z')
+        .with_range(b'0', b'9')
+        .with_all(b"_-.~%!$&'()*+,;=@:");
+
+    pub const fn with(self, b: u8) -> Self {
+        let mut words = self.0;
+        let (word, bit) = ((b >> 6) as usize, b & 63);
+        // `word` is 0..=3 for any u8; the match keeps the indexing provably in bounds.
+        match word {
+            0 => words[0] |= 1 << bit,
+            1 => words[1] |= 1 << bit,
+            2 => words[2] |= 1 << bit,
+            _ => words[3] |= 1 << bit,
+        }
+        ByteClass(words)
+    }
+
+    pub const fn with_range(self, lo: u8, hi: u8) -> Self {
+        let mut class = self;
+        let mut b = lo as u16;
+        while b <= hi as u16 {
+            class = class.with(b as u8);
+            b += 1;
+        }
+        class
+    }
+
+    pub const fn with_all(self, bytes: &[u8]) -> Self {
+        let mut class = self;
+        let mut rest = bytes;
+        while let [b, tail @ ..] = rest {
+            class = class.with(*b);
+            rest = tail;
+        }
+        class
+    }
+
+    pub fn contains(&self, b: u8) -> bool {
+        let [w0, w1, w2, w3] = self.0;
+        let word = match b >> 6 {
+            0 => w0,
+            1 => w1,
+            2 => w2,
+            _ => w3,
+        };
+        word >> (b & 63) & 1 == 1
+    }
+
+    pub fn union(self, other: Self) -> Self {
+        let [a0, a1, a2, a3] = self.0;
+        let [b0, b1, b2, b3] = other.0;
+        ByteClass([a0 | b0, a1 | b1, a2 | b2, a3 | b3])
+    }
+
+    pub fn complement(self) -> Self {
+        let [a0, a1, a2, a3] = self.0;
+        ByteClass([!a0, !a1, !a2, !a3])
+    }
+
+    /// The bytes in the class, if there are at most `limit`.
+    fn members(&self, limit: usize) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        for b in 0..=255u8 {
+            if self.contains(b) {
+                if out.len() == limit {
+                    return None;
+                }
+                out.push(b);
+            }
+        }
+        Some(out)
+    }
+}
 
 /// One step of a trie-expressible pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Token {
     Byte(u8),
-    Placeholder,
+    /// One or more bytes of the class (a placeholder is `Repeat(ByteClass::PLACEHOLDER)`).
+    Repeat(ByteClass),
     /// `$`: the path must end here.
     End,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PatternKind {
-    /// Literal bytes and placeholders, optionally ending in [`Token::End`].
-    Plain(Vec<Token>),
-    /// Uses regex syntax: the anchored regex APIcast would build, in `regex-lite` syntax.
+    /// One or more token sequences (regex alternatives expand into several); the pattern
+    /// matches when any of them does. [`Token::End`] only ever comes last.
+    Trie(Vec<Vec<Token>>),
+    /// What the trie cannot express: the anchored regex APIcast would build, in `regex-lite`
+    /// syntax.
     Regex(String),
 }
 
@@ -36,25 +125,10 @@ pub struct Analysis {
 /// The placeholder's character class, as APIcast writes it (after the `.` escape).
 pub const PLACEHOLDER_REGEX: &str = r"([\w\-\.~%!$&'()*+,;=@:]+)";
 
-/// Bytes a placeholder may consume.
-// Evaluated at compile time: an out-of-range index fails the build, never a request.
-#[allow(clippy::indexing_slicing)]
-pub const fn placeholder_class() -> [bool; 256] {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        t[b] = c.is_ascii_alphanumeric();
-        b += 1;
-    }
-    let extra = b"_-.~%!$&'()*+,;=@:";
-    let mut i = 0;
-    while i < extra.len() {
-        t[extra[i] as usize] = true;
-        i += 1;
-    }
-    t
-}
+/// At most this many token sequences per pattern; beyond, the regex is kept.
+const MAX_VARIANTS: usize = 16;
+/// A bare character class (no `+` or `*`) is expanded into one sequence per byte, up to this.
+const MAX_CLASS_EXPANSION: usize = 8;
 
 /// Characters that are regex syntax in PCRE outside a class (after APIcast's own rewriting:
 /// `.` is escaped, `?` cannot remain and a leftover `{`/`}` is literal).
@@ -119,42 +193,54 @@ fn placeholder_end(bytes: &[u8], open: usize) -> Option<usize> {
 /// a regex that does not compile, by [`crate::rules`] at compile time.
 pub fn analyze(pattern: &str) -> Analysis {
     let pieces = pieces(pattern);
-    let mut body = pieces.as_slice();
-    let mut anchored = false;
-    while let [rest @ .., Piece::Byte(b'$')] = body {
-        body = rest;
-        anchored = true;
-    }
-    let syntax = body.iter().find_map(|p| match *p {
-        Piece::Byte(b) if is_regex_syntax(b) => Some(b),
+    let syntax = pieces.iter().find_map(|p| match *p {
+        Piece::Byte(b) if is_regex_syntax(b) && b != b'$' => Some(b),
         _ => None,
     });
-    if let Some(first) = syntax {
+    // A `$` anywhere but at the end is regex syntax too.
+    let trailing_dollars = pieces
+        .iter()
+        .rev()
+        .take_while(|p| **p == Piece::Byte(b'$'))
+        .count();
+    let inner_dollar = pieces
+        .iter()
+        .take(pieces.len() - trailing_dollars)
+        .any(|p| *p == Piece::Byte(b'$'));
+    let syntax = syntax.or(inner_dollar.then_some(b'$'));
+
+    let Some(variants) = Expander::new(&pieces).expand() else {
         let note = format!(
-            "uses regular-expression syntax ('{}'), which APIcast evaluates as a regex; \
-             tollgate does the same, on its slower regex path",
-            char::from(first)
+            "uses regular-expression syntax ('{}') that tollgate evaluates with a regex engine, \
+             as APIcast does; such rules cost more per request than the others",
+            char::from(syntax.unwrap_or(b'\\'))
         );
         return Analysis {
             kind: PatternKind::Regex(regex_source(&pieces)),
             note: Some(note),
         };
+    };
+    let note = match syntax {
+        Some(b) => Some(format!(
+            "uses regular-expression syntax ('{}'), which APIcast evaluates as a regex; \
+             tollgate matches it the same way",
+            char::from(b)
+        )),
+        None => plain_note(variants.first().map(Vec::as_slice).unwrap_or_default()),
+    };
+    Analysis {
+        kind: PatternKind::Trie(variants),
+        note,
     }
-    let mut tokens: Vec<Token> = body
-        .iter()
-        .map(|p| match *p {
-            Piece::Byte(b) => Token::Byte(b),
-            Piece::Placeholder => Token::Placeholder,
-        })
-        .collect();
-    if anchored {
-        tokens.push(Token::End);
-    }
+}
+
+/// Notes for a pattern without regex syntax.
+fn plain_note(tokens: &[Token]) -> Option<String> {
     let unmatchable = tokens.iter().find_map(|t| match *t {
         Token::Byte(b) if !crate::path::can_appear_in_matched_path(b) => Some(b),
         _ => None,
     });
-    let note = match (tokens.first(), unmatchable) {
+    match (tokens.first(), unmatchable) {
         (None, _) => Some("is empty, so it matches every path".to_owned()),
         (Some(Token::Byte(b'/')), None) => None,
         (Some(Token::Byte(b'/')), Some(b)) => Some(format!(
@@ -169,15 +255,309 @@ pub fn analyze(pattern: &str) -> Analysis {
         (Some(_), _) => {
             Some("does not start with '/', so it never matches a request path".to_owned())
         }
-    };
-    Analysis {
-        kind: PatternKind::Plain(tokens),
-        note,
     }
 }
 
-/// The regex APIcast builds (`^` + pattern with placeholders and `.` rewritten), spelled for
-/// `regex-lite`: a leftover brace is a literal in PCRE, so it is escaped here.
+type Variants = Vec<Vec<Token>>;
+
+enum Atom {
+    Byte(u8),
+    Class(ByteClass),
+    Group(Variants),
+}
+
+/// Expands the regex subset into token sequences; `None` for anything outside it.
+struct Expander<'p> {
+    pieces: &'p [Piece],
+    pos: usize,
+}
+
+impl<'p> Expander<'p> {
+    fn new(pieces: &'p [Piece]) -> Self {
+        Self { pieces, pos: 0 }
+    }
+
+    fn peek(&self) -> Option<Piece> {
+        self.pieces.get(self.pos).copied()
+    }
+
+    fn peek_byte(&self) -> Option<u8> {
+        match self.peek()? {
+            Piece::Byte(b) => Some(b),
+            Piece::Placeholder => None,
+        }
+    }
+
+    fn bump(&mut self) -> Option<Piece> {
+        let p = self.peek()?;
+        self.pos += 1;
+        Some(p)
+    }
+
+    fn bump_byte(&mut self) -> Option<u8> {
+        match self.bump()? {
+            Piece::Byte(b) => Some(b),
+            Piece::Placeholder => None,
+        }
+    }
+
+    fn expand(mut self) -> Option<Variants> {
+        // APIcast prefixes '^' itself; a second one is the same anchor.
+        if self.peek_byte() == Some(b'^') {
+            self.pos += 1;
+        }
+        let variants = self.sequence(0)?;
+        // A '|' or ')' left over at the top level: `^a|b` matches `b` anywhere, and an
+        // unbalanced ')' does not compile. Neither is a trie.
+        (self.pos == self.pieces.len()).then_some(variants)
+    }
+
+    fn sequence(&mut self, depth: usize) -> Option<Variants> {
+        let mut acc: Variants = vec![Vec::new()];
+        loop {
+            match self.peek() {
+                None | Some(Piece::Byte(b'|' | b')')) => return Some(acc),
+                Some(Piece::Byte(b'$')) => {
+                    // Only as the very end of the whole pattern.
+                    while self.peek_byte() == Some(b'$') {
+                        self.pos += 1;
+                    }
+                    if depth > 0 || self.peek().is_some() {
+                        return None;
+                    }
+                    for v in &mut acc {
+                        v.push(Token::End);
+                    }
+                    return Some(acc);
+                }
+                Some(_) => {
+                    let item = self.item(depth)?;
+                    acc = cross(acc, item)?;
+                }
+            }
+        }
+    }
+
+    fn item(&mut self, depth: usize) -> Option<Variants> {
+        let atom = self.atom(depth)?;
+        let quantifier = match self.peek_byte() {
+            Some(q @ (b'+' | b'*')) => {
+                self.pos += 1;
+                // `a++`, `a*+`: possessive or invalid in PCRE.
+                if matches!(self.peek_byte(), Some(b'+' | b'*')) {
+                    return None;
+                }
+                Some(q)
+            }
+            _ => None,
+        };
+        let class = match (&atom, quantifier) {
+            (_, None) => None,
+            (Atom::Byte(b), Some(_)) => Some(ByteClass::EMPTY.with(*b)),
+            (Atom::Class(c), Some(_)) => Some(*c),
+            // A placeholder repeated is still one run of its class.
+            (Atom::Group(g), Some(_)) => match g.as_slice() {
+                [single] => match single.as_slice() {
+                    [Token::Repeat(c)] => Some(*c),
+                    _ => return None,
+                },
+                _ => return None,
+            },
+        };
+        Some(match (class, quantifier) {
+            (Some(c), Some(b'*')) => vec![Vec::new(), vec![Token::Repeat(c)]],
+            (Some(c), _) => vec![vec![Token::Repeat(c)]],
+            (None, _) => match atom {
+                Atom::Byte(b) => vec![vec![Token::Byte(b)]],
+                Atom::Class(c) => c
+                    .members(MAX_CLASS_EXPANSION)?
+                    .into_iter()
+                    .map(|b| vec![Token::Byte(b)])
+                    .collect(),
+                Atom::Group(g) => g,
+            },
+        })
+    }
+
+    fn atom(&mut self, depth: usize) -> Option<Atom> {
+        match self.bump()? {
+            Piece::Placeholder => Some(Atom::Group(vec![vec![Token::Repeat(
+                ByteClass::PLACEHOLDER,
+            )]])),
+            Piece::Byte(b'(') => {
+                let mut alternatives = Vec::new();
+                loop {
+                    alternatives.extend(self.sequence(depth + 1)?);
+                    if alternatives.len() > MAX_VARIANTS {
+                        return None;
+                    }
+                    match self.bump_byte()? {
+                        b'|' => continue,
+                        b')' => return Some(Atom::Group(alternatives)),
+                        _ => return None,
+                    }
+                }
+            }
+            Piece::Byte(b'[') => self.class().map(Atom::Class),
+            Piece::Byte(b'\\') => match self.escape()? {
+                Escaped::Byte(b) => Some(Atom::Byte(b)),
+                Escaped::Class(c) => Some(Atom::Class(c)),
+            },
+            // Anchors in the middle, quantifiers with nothing to repeat.
+            Piece::Byte(b'^' | b'$' | b'+' | b'*') => None,
+            Piece::Byte(b) => Some(Atom::Byte(b)),
+        }
+    }
+
+    fn escape(&mut self) -> Option<Escaped> {
+        let b = self.bump_byte()?;
+        if b == b'.' {
+            // APIcast turns every '.' into '\.' after the provider's own backslashes, so
+            // `\.` becomes the regex `\\.`: a backslash, then any character. Left to the regex.
+            return None;
+        }
+        let digit = ByteClass::EMPTY.with_range(b'0', b'9');
+        let word = digit
+            .with_range(b'a', b'z')
+            .with_range(b'A', b'Z')
+            .with(b'_');
+        let space = ByteClass::EMPTY.with_all(b" \t\n\x0b\x0c\r");
+        Some(match b {
+            b'd' => Escaped::Class(digit),
+            b'D' => Escaped::Class(digit.complement()),
+            b'w' => Escaped::Class(word),
+            b'W' => Escaped::Class(word.complement()),
+            b's' => Escaped::Class(space),
+            b'S' => Escaped::Class(space.complement()),
+            // Other letter and digit escapes mean something else (anchors, back-references,
+            // code points): not expanded.
+            b if b.is_ascii_alphanumeric() => return None,
+            b => Escaped::Byte(b),
+        })
+    }
+
+    /// After `[`: a bracket expression up to its `]`.
+    fn class(&mut self) -> Option<ByteClass> {
+        let negate = self.peek_byte() == Some(b'^');
+        if negate {
+            self.pos += 1;
+        }
+        let mut class = ByteClass::EMPTY;
+        let mut first = true;
+        loop {
+            let b = self.bump_byte()?;
+            let item = match b {
+                b']' if !first => break,
+                b'[' if self.peek_byte() == Some(b':') => return None,
+                b'\\' => self.escape()?,
+                b => Escaped::Byte(b),
+            };
+            first = false;
+            match item {
+                Escaped::Class(c) => class = class.union(c),
+                Escaped::Byte(lo) => {
+                    let is_range = self.peek_byte() == Some(b'-')
+                        && !matches!(self.pieces.get(self.pos + 1), Some(Piece::Byte(b']')));
+                    if is_range {
+                        self.pos += 1;
+                        let hi = match self.bump_byte()? {
+                            b'\\' => match self.escape()? {
+                                Escaped::Byte(h) => h,
+                                Escaped::Class(_) => return None,
+                            },
+                            h => h,
+                        };
+                        if hi < lo {
+                            return None;
+                        }
+                        class = class.union(ByteClass::EMPTY.with_range(lo, hi));
+                    } else {
+                        class = class.with(lo);
+                    }
+                }
+            }
+        }
+        Some(if negate { class.complement() } else { class })
+    }
+}
+
+enum Escaped {
+    Byte(u8),
+    Class(ByteClass),
+}
+
+fn cross(mut acc: Variants, item: Variants) -> Option<Variants> {
+    if let [only] = item.as_slice() {
+        // The common case (a literal byte, a placeholder): extend in place.
+        for v in &mut acc {
+            v.extend_from_slice(only);
+        }
+        return Some(acc);
+    }
+    if acc.len().saturating_mul(item.len()) > MAX_VARIANTS {
+        return None;
+    }
+    let mut out = Vec::with_capacity(acc.len() * item.len());
+    for a in &acc {
+        for i in &item {
+            let mut v = a.clone();
+            v.extend_from_slice(i);
+            out.push(v);
+        }
+    }
+    Some(out)
+}
+
+/// The literal bytes every path matching a regex pattern starts with (used to gate the regex:
+/// it only runs when the path starts with them). Empty when nothing is certain, e.g. when the
+/// pattern has a `|` outside any group (APIcast's `^a|b` matches `b` anywhere).
+pub fn literal_prefix(pattern: &str) -> Vec<u8> {
+    let pieces = pieces(pattern);
+    let mut depth = 0usize;
+    let mut escaped = false;
+    let mut in_class = false;
+    for piece in &pieces {
+        let Piece::Byte(b) = *piece else {
+            escaped = false;
+            continue;
+        };
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match b {
+            b'\\' => escaped = true,
+            b'[' if !in_class => in_class = true,
+            b']' if in_class => in_class = false,
+            b'(' if !in_class => depth += 1,
+            b')' if !in_class => depth = depth.saturating_sub(1),
+            b'|' if !in_class && depth == 0 => return Vec::new(),
+            _ => {}
+        }
+    }
+    let mut prefix = Vec::new();
+    for piece in &pieces {
+        match *piece {
+            Piece::Byte(b) if !is_regex_syntax(b) => prefix.push(b),
+            Piece::Byte(b'*' | b'+') => {
+                // The last literal is repeated (or, with '*', optional): not certain.
+                prefix.pop();
+                break;
+            }
+            _ => break,
+        }
+    }
+    prefix
+}
+
+/// The regex APIcast builds for a pattern (`^` + pattern with placeholders and `.` rewritten),
+/// spelled for `regex-lite`. Used for the patterns the trie cannot express, and by tests and
+/// benchmarks as the reference.
+pub fn apicast_regex(pattern: &str) -> String {
+    regex_source(&pieces(pattern))
+}
+
+/// A leftover brace is a literal in PCRE, so it is escaped for `regex-lite`.
 fn regex_source(pieces: &[Piece]) -> String {
     let mut re = String::from("^");
     let mut escaped = false;
@@ -223,11 +603,19 @@ mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
-    fn plain(s: &str) -> Vec<Token> {
+    const PH: Token = Token::Repeat(ByteClass::PLACEHOLDER);
+
+    fn trie(s: &str) -> Vec<Vec<Token>> {
         match analyze(s).kind {
-            PatternKind::Plain(t) => t,
+            PatternKind::Trie(t) => t,
             other => panic!("{s}: {other:?}"),
         }
+    }
+
+    fn plain(s: &str) -> Vec<Token> {
+        let mut v = trie(s);
+        assert_eq!(v.len(), 1, "{s}");
+        v.remove(0)
     }
 
     fn regex(s: &str) -> String {
@@ -242,6 +630,17 @@ mod tests {
     }
 
     #[test]
+    fn the_placeholder_class_is_apicasts() {
+        for b in b"azAZ09_-.~%!$&'()*+,;=@:" {
+            assert!(ByteClass::PLACEHOLDER.contains(*b), "{}", char::from(*b));
+        }
+        for b in b"/?#[] \"<>\\^`{|}" {
+            assert!(!ByteClass::PLACEHOLDER.contains(*b), "{}", char::from(*b));
+        }
+        assert!(!ByteClass::PLACEHOLDER.contains(0x80));
+    }
+
+    #[test]
     fn slashes_merge_and_query_is_cut() {
         assert_eq!(plain("///foo///bar///"), lit("/foo/bar/"));
         assert_eq!(plain("/foo?bar=baz"), lit("/foo"));
@@ -253,26 +652,19 @@ mod tests {
 
     #[test]
     fn placeholders_are_lazy_brace_pairs() {
-        let mut want = lit("/foo/");
-        want.push(Token::Placeholder);
-        want.extend(lit("/bar"));
-        assert_eq!(plain("/foo/{wildcard}/bar"), want);
-        // `{id}.json`: placeholder then literal
-        let mut want = lit("/w/");
-        want.push(Token::Placeholder);
-        want.extend(lit(".json"));
-        assert_eq!(plain("/w/{id}.json"), want);
+        assert_eq!(
+            plain("/foo/{wildcard}/bar"),
+            [lit("/foo/"), vec![PH], lit("/bar")].concat()
+        );
+        assert_eq!(
+            plain("/w/{id}.json"),
+            [lit("/w/"), vec![PH], lit(".json")].concat()
+        );
         // `{}` is not a placeholder (needs one character); `{}}` is.
         assert_eq!(plain("/a{}"), lit("/a{}"));
-        assert_eq!(
-            plain("/a{}}"),
-            [lit("/a"), vec![Token::Placeholder]].concat()
-        );
+        assert_eq!(plain("/a{}}"), [lit("/a"), vec![PH]].concat());
         // A brace pair may span a '/' (PCRE's '.' matches it).
-        assert_eq!(
-            plain("/a{b/c}d"),
-            [lit("/a"), vec![Token::Placeholder], lit("d")].concat()
-        );
+        assert_eq!(plain("/a{b/c}d"), [lit("/a"), vec![PH], lit("d")].concat());
         // An unclosed brace is a literal.
         assert_eq!(plain("/a{b"), lit("/a{b"));
     }
@@ -282,21 +674,83 @@ mod tests {
         assert_eq!(plain("/abc$"), [lit("/abc"), vec![Token::End]].concat());
         assert_eq!(plain("/abc$$"), [lit("/abc"), vec![Token::End]].concat());
         assert_eq!(regex("/a$b"), "^/a$b");
+        assert_eq!(regex("/(a$)"), "^/(a$)");
     }
 
     #[test]
-    fn regex_syntax_keeps_apicast_regex() {
-        assert_eq!(regex("/a+b"), "^/a+b");
+    fn common_regex_constructs_become_trie_tokens() {
+        let a = Token::Repeat(ByteClass::EMPTY.with(b'a'));
+        assert_eq!(plain("/a+b"), vec![Token::Byte(b'/'), a, Token::Byte(b'b')]);
+        assert_eq!(trie("/ba*"), vec![lit("/b"), [lit("/b"), vec![a]].concat()]);
+        let digits = Token::Repeat(ByteClass::EMPTY.with_range(b'0', b'9'));
         assert_eq!(
-            regex("/v1/(x|y)/{id}.json"),
-            format!(r"^/v1/(x|y)/{PLACEHOLDER_REGEX}\.json")
+            plain("/v1/[0-9]+$"),
+            [lit("/v1/"), vec![digits, Token::End]].concat()
+        );
+        assert_eq!(plain(r"/v1/\d+"), [lit("/v1/"), vec![digits]].concat());
+        assert_eq!(
+            trie("/r/(daily|weekly)/x"),
+            vec![lit("/r/daily/x"), lit("/r/weekly/x")]
+        );
+        assert_eq!(trie("/[xy]"), vec![lit("/x"), lit("/y")]);
+        assert_eq!(trie("/(a|b)(c|d)").len(), 4);
+        assert_eq!(plain(r"/a\+b"), lit("/a+b"));
+        assert_eq!(plain("/({id})+"), [lit("/"), vec![PH]].concat());
+        assert_eq!(plain("/]"), lit("/]"));
+        let not_slash = Token::Repeat(ByteClass::EMPTY.with(b'/').complement());
+        assert_eq!(
+            plain("/[^/]+/x"),
+            [lit("/"), vec![not_slash], lit("/x")].concat()
+        );
+        // A leading '^' is the anchor APIcast adds anyway.
+        assert_eq!(plain("^/a"), lit("/a"));
+    }
+
+    #[test]
+    fn what_the_trie_cannot_express_keeps_apicasts_regex() {
+        assert_eq!(regex("/a|/b"), "^/a|/b");
+        assert_eq!(
+            regex("/v1/(x|y)+/{id}.json"),
+            format!(r"^/v1/(x|y)+/{PLACEHOLDER_REGEX}\.json")
         );
         assert_eq!(regex(r"/abc\{d\}"), format!(r"^/abc\{PLACEHOLDER_REGEX}"));
-        assert!(analyze("/a*").note.unwrap().contains("'*'"));
+        assert_eq!(regex(r"/a\bc"), r"^/a\bc");
+        assert_eq!(regex(r"/a\.b"), r"^/a\\.b");
+        assert_eq!(regex("/[0-9]"), "^/[0-9]"); // ten sequences: too many
+        assert_eq!(regex("/a)"), "^/a)");
+        assert_eq!(regex("/(a"), "^/(a");
+        assert_eq!(regex("/[a"), "^/[a");
+        assert_eq!(regex("/a**"), "^/a**");
+        assert_eq!(
+            plain("/+x"),
+            vec![
+                Token::Repeat(ByteClass::EMPTY.with(b'/')),
+                Token::Byte(b'x')
+            ]
+        );
+        assert!(analyze("/a*(b|c)(d|e)(f|g)(h|i)(j|k)")
+            .note
+            .unwrap()
+            .contains("regex engine"));
     }
 
     #[test]
-    fn notes_for_odd_plain_patterns() {
+    fn regex_gates_are_the_certain_literal_prefix() {
+        let gate = |p: &str| String::from_utf8(literal_prefix(p)).unwrap();
+        assert_eq!(gate("/v1/(x|y)/{id}"), "/v1/");
+        assert_eq!(gate("/v1/groups/[0-9]+$"), "/v1/groups/");
+        assert_eq!(gate("/a+b"), "/");
+        assert_eq!(gate("/ab*c"), "/a");
+        assert_eq!(gate("/a|/b"), "");
+        assert_eq!(gate("/a(b|c)|d"), "");
+        assert_eq!(gate("/a[|](x)"), "/a");
+        assert_eq!(gate(r"/a\|b(c)"), "/a");
+        assert_eq!(gate("/x.json(y)"), "/x.json");
+        assert_eq!(gate("/{id}(x)"), "/");
+    }
+
+    #[test]
+    fn notes_for_odd_patterns() {
         assert!(analyze("/a b").note.unwrap().contains("as %20"));
         assert!(analyze("/caf\u{e9}").note.unwrap().contains("byte 0xC3"));
         assert!(analyze("/a{}").note.unwrap().contains("'{'"));
@@ -304,5 +758,6 @@ mod tests {
         assert!(analyze("").note.unwrap().contains("every path"));
         assert!(analyze("foo").note.unwrap().contains("never matches"));
         assert_eq!(analyze("/foo").note, None);
+        assert!(analyze("/a+").note.unwrap().contains("the same way"));
     }
 }
