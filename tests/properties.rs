@@ -2075,9 +2075,11 @@ proptest! {
     fn analyze_never_panics(pattern in prop_oneof![pattern(), any::<String>()]) {
         let analysis = analyze(&pattern);
         match &analysis.kind {
-            PatternKind::Plain(tokens) => {
-                if let Some(i) = tokens.iter().position(|t| *t == Token::End) {
-                    prop_assert_eq!(i + 1, tokens.len(), "End before the last token");
+            PatternKind::Trie(variants) => {
+                for tokens in variants {
+                    if let Some(i) = tokens.iter().position(|t| *t == Token::End) {
+                        prop_assert_eq!(i + 1, tokens.len(), "End before the last token");
+                    }
                 }
             }
             PatternKind::Regex(source) => prop_assert!(source.starts_with('^')),
@@ -2294,8 +2296,8 @@ fn trie_matches_what_the_apicast_regex_matches() {
                 .collect();
             for input in &inputs {
                 prop_assert!(
-                    matches!(input.analysis.kind, PatternKind::Plain(_)),
-                    "{:?} is not a plain pattern",
+                    matches!(input.analysis.kind, PatternKind::Trie(_)),
+                    "{:?} is not a trie pattern",
                     input.pattern
                 );
             }
@@ -2433,5 +2435,111 @@ fn regression_host_diagnostics_after_a_non_string_host() {
     assert!(
         paths.contains(&("services[0].proxy.hosts[1]", "host name is empty")),
         "{paths:#?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The regex subset the trie expands: same answers as APIcast's regex
+// ---------------------------------------------------------------------------------------------
+
+/// A piece of a regex-flavoured pattern, as a provider might write one.
+fn regexish_atom() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => select(&["a", "b", "1", "/", ".", "-", "x"][..]).prop_map(str::to_owned),
+        1 => Just("{id}".to_owned()),
+        1 => Just("[0-9]+".to_owned()),
+        1 => Just("[ab]".to_owned()),
+        1 => Just("[^/]+".to_owned()),
+        1 => Just(r"\d+".to_owned()),
+        1 => Just(r"\.".to_owned()),
+        1 => Just("a+".to_owned()),
+        1 => Just("b*".to_owned()),
+        1 => Just("(a|b1)".to_owned()),
+        1 => Just("(x|{id}|/)".to_owned()),
+        1 => Just("({id})+".to_owned()),
+        1 => Just("(a|b)+".to_owned()),
+        1 => Just("|".to_owned()),
+        1 => Just("$".to_owned()),
+    ]
+}
+
+#[test]
+fn regex_patterns_match_what_the_apicast_regex_matches() {
+    let strategy = (
+        vec(
+            vec(regexish_atom(), 0..6).prop_map(|a| format!("/{}", a.concat())),
+            1..5,
+        ),
+        vec(
+            select(
+                &[
+                    "a", "b", "1", "2", "/", ".", "-", "x", "ab", "11", "/a", "b1",
+                ][..],
+            ),
+            0..8,
+        )
+        .prop_map(|p| format!("/{}", p.concat())),
+    );
+    let matched_some = Cell::new(0usize);
+    let through_trie = Cell::new(0usize);
+    run(2048, strategy, |(patterns, path)| {
+        let inputs: Vec<RuleInput> = patterns
+            .iter()
+            .enumerate()
+            .map(|(i, p)| RuleInput {
+                method: "GET".into(),
+                pattern: p.clone(),
+                analysis: analyze(p),
+                metric: i as u32,
+                delta: 1,
+                last: false,
+                conditions: vec![],
+            })
+            .collect();
+        through_trie.set(
+            through_trie.get()
+                + inputs
+                    .iter()
+                    .filter(|i| matches!(i.analysis.kind, PatternKind::Trie(_)))
+                    .count(),
+        );
+        let (set, _broken) = RuleSet::compile(inputs);
+        let mut scratch = MatchScratch::default();
+        set.evaluate(
+            b"GET",
+            path.as_bytes(),
+            &RequestArgs::default(),
+            &mut scratch,
+        );
+        let expected: Vec<u32> = patterns
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| {
+                regex::Regex::new(&tollgate::rules::pattern::apicast_regex(p))
+                    .is_ok_and(|re| re.is_match(&path))
+            })
+            .map(|(i, _)| i as u32)
+            .collect();
+        prop_assert_eq!(
+            &scratch.matched,
+            &expected,
+            "{:?} against {:?}",
+            path,
+            patterns
+        );
+        if !expected.is_empty() {
+            matched_some.set(matched_some.get() + 1);
+        }
+        Ok(())
+    });
+    assert!(
+        matched_some.get() > 100,
+        "too few matches to mean anything: {}",
+        matched_some.get()
+    );
+    assert!(
+        through_trie.get() > 1000,
+        "too few patterns took the trie: {}",
+        through_trie.get()
     );
 }
