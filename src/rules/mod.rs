@@ -31,13 +31,15 @@ pub struct RuleInput {
     pub conditions: Vec<QueryCondition>,
 }
 
+/// What evaluation reads of a rule, kept dense (24 bytes) so a large rule table costs few
+/// cache lines; conditions live in one flat table, patterns apart (explain and debug only).
 #[derive(Debug, Clone)]
 struct Rule {
-    metric: u32,
     delta: i64,
+    metric: u32,
+    conditions_start: u32,
+    conditions_len: u32,
     last: bool,
-    conditions: Box<[QueryCondition]>,
-    pattern: Box<str>,
 }
 
 #[derive(Debug, Clone)]
@@ -62,6 +64,8 @@ pub struct RuleSet {
     other_root: u32,
     regex_rules: Vec<RegexRule>,
     rules: Vec<Rule>,
+    conditions: Vec<QueryCondition>,
+    patterns: Vec<Box<str>>,
 }
 
 /// Per-request working memory, reused across requests.
@@ -117,6 +121,8 @@ impl RuleSet {
 
         let mut regex_rules = Vec::new();
         let mut rules = Vec::with_capacity(inputs.len());
+        let mut conditions = Vec::new();
+        let mut patterns = Vec::with_capacity(inputs.len());
         let mut broken = Vec::new();
         for (index, input) in inputs.into_iter().enumerate() {
             let id = u32::try_from(index).unwrap_or(u32::MAX);
@@ -144,12 +150,14 @@ impl RuleSet {
                 },
             }
             rules.push(Rule {
-                metric: input.metric,
                 delta: input.delta,
+                metric: input.metric,
+                conditions_start: u32::try_from(conditions.len()).unwrap_or(u32::MAX),
+                conditions_len: u32::try_from(input.conditions.len()).unwrap_or(u32::MAX),
                 last: input.last,
-                conditions: input.conditions.into(),
-                pattern: input.pattern.into(),
             });
+            conditions.extend(input.conditions);
+            patterns.push(input.pattern.into_boxed_str());
         }
         let set = Self {
             trie: builder.build(),
@@ -157,6 +165,8 @@ impl RuleSet {
             other_root,
             regex_rules,
             rules,
+            conditions,
+            patterns,
         };
         (set, broken)
     }
@@ -179,7 +189,7 @@ impl RuleSet {
 
     /// The pattern of rule `id`, as configured.
     pub fn pattern(&self, id: u32) -> &str {
-        self.rules.get(id as usize).map_or("", |r| &r.pattern)
+        self.patterns.get(id as usize).map_or("", |p| p)
     }
 
     /// Evaluates the rules for one request: fills `scratch.matched` and `scratch.usage`.
@@ -230,7 +240,12 @@ impl RuleSet {
             let Some(rule) = self.rules.get(id as usize) else {
                 continue;
             };
-            if !rule.conditions.iter().all(|c| c.holds(args)) {
+            let start = rule.conditions_start as usize;
+            let conditions = self
+                .conditions
+                .get(start..start + rule.conditions_len as usize)
+                .unwrap_or_default();
+            if !conditions.iter().all(|c| c.holds(args)) {
                 continue;
             }
             matched.push(id);

@@ -311,6 +311,8 @@ impl TrieBuilder {
                 tasks.push((child, Some(byte), Ok(node.children_start() + 4 * k)));
             }
         }
+        // Lets the edge search read eight bytes at any index.
+        trie.arena.extend_from_slice(&[0; NARROW]);
         trie
     }
 }
@@ -404,11 +406,11 @@ impl Trie {
             return None;
         } else if edges <= NARROW {
             // Eight first bytes at once: the lowest zero byte of `firsts ^ byte` is the match
-            // (first bytes are distinct; lanes past the edge count are masked off).
-            let mut lanes = [0u8; 8];
-            let firsts = self.arena.get(start..start + edges)?;
-            lanes.get_mut(..edges)?.copy_from_slice(firsts);
-            let x = u64::from_le_bytes(lanes) ^ (u64::from(byte) * 0x0101_0101_0101_0101);
+            // (first bytes are distinct; lanes past the edge count are masked off). The arena
+            // ends with padding, so eight bytes can always be read.
+            let lanes = self.arena.get(start..start + 8)?;
+            let x = u64::from_le_bytes(lanes.try_into().ok()?)
+                ^ (u64::from(byte) * 0x0101_0101_0101_0101);
             let zero = x.wrapping_sub(0x0101_0101_0101_0101) & !x & 0x8080_8080_8080_8080;
             let valid = u64::MAX >> (8 * (NARROW - edges));
             let hit = zero & valid;
@@ -517,13 +519,9 @@ impl Trie {
         loop {
             if let Some(state) = single {
                 match self.advance_single(state, path, &mut pos, out) {
-                    Single::Continue(s) => {
-                        single = Some(s);
-                        continue;
-                    }
                     Single::Dead => return,
-                    Single::End => {
-                        self.end_rules_of(state_at_end(state, path, pos), out);
+                    Single::End(s) => {
+                        self.end_rules_of(Some(s), out);
                         return;
                     }
                     Single::Ambiguous(s) => {
@@ -557,104 +555,139 @@ impl Trie {
     /// Moves the only live state as far as it can go without becoming ambiguous.
     fn advance_single(
         &self,
-        state: State,
+        mut state: State,
         path: &[u8],
         pos: &mut usize,
         out: &mut Vec<u32>,
     ) -> Single {
-        let Some(node) = self.node(state.node) else {
-            return Single::Dead;
-        };
-        if state.off < node.label_len {
-            // Inside a label: compare the rest of it in one go.
-            let rest = self
-                .label(&node)
-                .get(state.off as usize..)
-                .unwrap_or_default();
-            return match path.get(*pos..*pos + rest.len()) {
-                Some(seen) if seen == rest => {
-                    *pos += rest.len();
-                    out.extend_from_slice(self.prefix_rules(&node));
-                    Single::Continue(State {
-                        node: state.node,
-                        off: node.label_len,
-                    })
-                }
-                _ => Single::Dead,
+        loop {
+            let Some(node) = self.node(state.node) else {
+                return Single::Dead;
             };
-        }
-        if state.off >= IN_REPEAT {
-            // Inside a repeat: skip what can only extend it. What is left (a byte that may
-            // also start what follows) is ambiguous.
-            let class = self.classes.get((state.off - IN_REPEAT) as usize);
-            let first = self.label(&node).first().copied();
-            while let Some(&b) = path.get(*pos) {
-                let may_end_here = match first {
-                    Some(f) => b == f,
-                    // No label: the node itself follows, with its own edges.
-                    None => self.child(&node, b).is_some() || self.any_repeat_takes(&node, b),
-                };
-                if may_end_here || !class.is_some_and(|c| c.contains(b)) {
-                    break;
-                }
-                *pos += 1;
-            }
-            return if *pos == path.len() {
-                Single::End
-            } else {
-                Single::Ambiguous(state)
-            };
-        }
-        // At the node: one edge may match the next byte, or several.
-        let Some(&byte) = path.get(*pos) else {
-            return Single::End;
-        };
-        let literal = self.child(&node, byte);
-        let start = node.repeats_start();
-        let mut repeat = None;
-        for k in 0..usize::from(node.repeats) {
-            let at = start + 8 * k;
-            if let (Some(class), Some(child)) = (self.u32_at(at), self.u32_at(at + 4)) {
-                if self.in_class(class, byte) {
-                    if repeat.is_some() || literal.is_some() {
-                        return Single::Ambiguous(state);
+            if state.off < node.label_len {
+                // Inside a label: compare the rest of it in one go.
+                let rest = self
+                    .label(&node)
+                    .get(state.off as usize..)
+                    .unwrap_or_default();
+                match path.get(*pos..*pos + rest.len()) {
+                    Some(seen) if seen == rest => {
+                        *pos += rest.len();
+                        out.extend_from_slice(self.prefix_rules(&node));
+                        state.off = node.label_len;
                     }
-                    repeat = Some((class, child));
+                    _ => return Single::Dead,
+                }
+            } else if state.off >= IN_REPEAT {
+                let class = self
+                    .classes
+                    .get((state.off - IN_REPEAT) as usize)
+                    .copied()
+                    .unwrap_or(ByteClass::EMPTY);
+                let first = self.label(&node).first().copied();
+                // Bytes that may end the repeat: the label's first byte, or (no label)
+                // whatever the node's own edges take. Every other byte of the class extends it.
+                let stop = match first {
+                    Some(f) => ByteClass::EMPTY.with(f),
+                    None => self.leaving_bytes(&node),
+                };
+                while let Some(&b) = path.get(*pos) {
+                    if stop.contains(b) || !class.contains(b) {
+                        break;
+                    }
+                    *pos += 1;
+                }
+                let Some(&b) = path.get(*pos) else {
+                    return Single::End(state);
+                };
+                if class.contains(b) {
+                    // The repeat could go on or end here.
+                    return Single::Ambiguous(state);
+                }
+                // The repeat must end before `b`.
+                match first {
+                    Some(f) if f == b => {
+                        *pos += 1;
+                        if node.label_len == 1 {
+                            out.extend_from_slice(self.prefix_rules(&node));
+                        }
+                        state.off = 1;
+                        continue;
+                    }
+                    Some(_) => return Single::Dead,
+                    // The node itself is reached; branch on `b` below.
+                    None => state.off = 0,
                 }
             }
-        }
-        *pos += 1;
-        match (literal.and_then(|c| self.node(c)), repeat) {
-            (Some(child), None) => {
-                if child.label_len == 1 {
-                    out.extend_from_slice(self.prefix_rules(&child));
+            // At the node: one edge may take the next byte, or several.
+            let Some(&byte) = path.get(*pos) else {
+                return Single::End(state);
+            };
+            let literal = self.child(&node, byte);
+            let start = node.repeats_start();
+            let mut repeat = None;
+            for k in 0..usize::from(node.repeats) {
+                let at = start + 8 * k;
+                if let (Some(class), Some(child)) = (self.u32_at(at), self.u32_at(at + 4)) {
+                    if self.in_class(class, byte) {
+                        if repeat.is_some() || literal.is_some() {
+                            return Single::Ambiguous(state);
+                        }
+                        repeat = Some((class, child));
+                    }
                 }
-                Single::Continue(State {
-                    node: child.id,
-                    off: 1,
-                })
             }
-            (None, Some((class, child))) => {
-                if self.node(child).is_some_and(|c| c.label_len == 0) {
-                    if let Some(c) = self.node(child) {
+            *pos += 1;
+            state = match (literal.and_then(|c| self.node(c)), repeat) {
+                (Some(child), None) => {
+                    if child.label_len == 1 {
+                        out.extend_from_slice(self.prefix_rules(&child));
+                    }
+                    State {
+                        node: child.id,
+                        off: 1,
+                    }
+                }
+                (None, Some((class, child))) => {
+                    if let Some(c) = self.node(child).filter(|c| c.label_len == 0) {
                         out.extend_from_slice(self.prefix_rules(&c));
                     }
+                    State {
+                        node: child,
+                        off: IN_REPEAT + class,
+                    }
                 }
-                Single::Continue(State {
-                    node: child,
-                    off: IN_REPEAT + class,
-                })
-            }
-            _ => Single::Dead,
+                _ => return Single::Dead,
+            };
         }
     }
 
-    fn any_repeat_takes(&self, node: &Node, byte: u8) -> bool {
-        let start = node.repeats_start();
-        (0..usize::from(node.repeats)).any(|k| {
-            self.u32_at(start + 8 * k)
-                .is_some_and(|class| self.in_class(class, byte))
-        })
+    /// Every byte one of `node`'s edges takes.
+    fn leaving_bytes(&self, node: &Node) -> ByteClass {
+        let start = node.index_start();
+        let mut set = ByteClass::EMPTY;
+        if usize::from(node.edges) <= NARROW {
+            let firsts = self.arena.get(start..start + usize::from(node.edges));
+            for &b in firsts.unwrap_or_default() {
+                set = set.with(b);
+            }
+        } else if let Some(map) = self.arena.get(start..start + BITMAP) {
+            for (i, &bits) in (0u8..).zip(map) {
+                for bit in 0..8u8 {
+                    if bits >> bit & 1 == 1 {
+                        set = set.with(i << 3 | bit);
+                    }
+                }
+            }
+        }
+        let repeats = node.repeats_start();
+        for k in 0..usize::from(node.repeats) {
+            let class = self.u32_at(repeats + 8 * k);
+            if let Some(class) = class.and_then(|c| self.classes.get(c as usize)) {
+                set = set.union(*class);
+            }
+        }
+        set
     }
 
     /// The rules anchored with `$` at a state's node, if the path ended there.
@@ -676,21 +709,14 @@ impl Trie {
     }
 }
 
-/// What [`Trie::advance_single`] did.
+/// Where [`Trie::advance_single`] stopped.
 enum Single {
-    /// Still exactly one live state.
-    Continue(State),
     /// No live state: nothing more can match.
     Dead,
     /// The path is consumed with this state live.
-    End,
+    End(State),
     /// The next byte leads several ways: continue in lockstep from this state.
     Ambiguous(State),
-}
-
-/// `state` is live at the end of the path only if the path is fully consumed.
-fn state_at_end(state: State, path: &[u8], pos: usize) -> Option<State> {
-    (pos == path.len()).then_some(state)
 }
 
 #[cfg(test)]
