@@ -841,6 +841,22 @@ fn spread(m: &Measurement) -> String {
     )
 }
 
+fn request_views<'a>(
+    requests: &'a [OwnedRequest],
+    headers: &'a Vec<(&'a str, &'a str)>,
+) -> Vec<RequestView<'a>> {
+    requests
+        .iter()
+        .map(|r| RequestView {
+            method: r.method.as_bytes(),
+            authority: HOST.as_bytes(),
+            target: r.target.as_bytes(),
+            headers,
+            body: None,
+        })
+        .collect()
+}
+
 /// `--profile`: only tollgate's decisions, in a loop for 10 s per size (TOLLGATE_PROFILE_SECONDS), so a profiler
 /// (`perf record`) sees nothing else. No baseline, no cross-check, no figures.
 fn profile(sizes: &[usize]) {
@@ -851,16 +867,7 @@ fn profile(sizes: &[usize]) {
         let compiled = tollgate::compile(&config, &FilterConfigPaths, &mut Diagnostics::new())
             .expect("the generated configuration compiles");
         let requests = generate_requests(&specs, 0x7011_6a7e ^ n as u64);
-        let views: Vec<RequestView<'_>> = requests
-            .iter()
-            .map(|r| RequestView {
-                method: r.method.as_bytes(),
-                authority: HOST.as_bytes(),
-                target: r.target.as_bytes(),
-                headers: &headers,
-                body: None,
-            })
-            .collect();
+        let views = request_views(&requests, &headers);
         let mut scratch = Scratch::new();
         let seconds = std::env::var("TOLLGATE_PROFILE_SECONDS")
             .ok()
@@ -930,18 +937,7 @@ fn main() {
     let headers: Vec<(&str, &str)> = Vec::new();
     let views: Vec<Vec<RequestView<'_>>> = cases
         .iter()
-        .map(|c| {
-            c.requests
-                .iter()
-                .map(|r| RequestView {
-                    method: r.method.as_bytes(),
-                    authority: HOST.as_bytes(),
-                    target: r.target.as_bytes(),
-                    headers: &headers,
-                    body: None,
-                })
-                .collect()
-        })
+        .map(|c| request_views(&c.requests, &headers))
         .collect();
 
     // benches[2k] times tollgate on case k, benches[2k + 1] the baseline (if enabled).

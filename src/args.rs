@@ -8,6 +8,8 @@
 //!   a bare `name` is the flag `true`, empty names are skipped and only the first
 //!   [`MAX_ARGS`] arguments are parsed ([`FormArgs`]).
 
+use crate::percent::hex_value;
+
 /// lua-nginx-module parses at most this many arguments (`get_uri_args`/`get_post_args` default).
 pub const MAX_ARGS: usize = 100;
 
@@ -104,15 +106,6 @@ pub fn first_arg<'a>(encoded: &'a [u8], name: &[u8]) -> Option<ArgValue<'a>> {
         .map(|(_, v)| v)
 }
 
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
 /// Decodes one urlencoded component byte by byte: `+` is a space, `%XX` a byte, and a `%` not
 /// followed by two hex digits is kept as it is.
 pub struct Decoded<'a> {
@@ -137,7 +130,7 @@ impl Iterator for Decoded<'_> {
             }
             b'%' => {
                 if let [h, l, after @ ..] = tail {
-                    if let (Some(h), Some(l)) = (hex(*h), hex(*l)) {
+                    if let (Some(h), Some(l)) = (hex_value(*h), hex_value(*l)) {
                         self.rest = after;
                         return Some(h << 4 | l);
                     }

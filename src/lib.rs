@@ -16,6 +16,7 @@ pub mod decision;
 pub mod diagnostics;
 pub mod load;
 pub mod path;
+pub mod percent;
 pub mod request;
 pub mod rules;
 pub mod service;

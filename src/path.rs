@@ -11,6 +11,8 @@
 
 use std::fmt;
 
+use crate::percent::{escaped, hex_value};
+
 /// Why NGINX would answer 400 Bad Request before APIcast sees the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BadPath {
@@ -77,7 +79,7 @@ pub fn decode_uri(target: &[u8], decoded: &mut Vec<u8>) -> Result<(), BadPath> {
         let ch = match raw {
             b'%' => {
                 let (hi, lo) = match (target.get(i), target.get(i + 1)) {
-                    (Some(&h), Some(&l)) => (hex(h), hex(l)),
+                    (Some(&h), Some(&l)) => (hex_value(h), hex_value(l)),
                     _ => return Err(BadPath::BadEscape),
                 };
                 let (Some(hi), Some(lo)) = (hi, lo) else {
@@ -156,15 +158,6 @@ fn climb(out: &mut Vec<u8>) -> Result<(), BadPath> {
     Ok(())
 }
 
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
 /// Bytes `ngx_escape_uri(NGX_ESCAPE_URI)` re-escapes (NGINX 1.21.1 and later): controls,
 /// space, `" # % < > ? \ ^ `` { | }`, DEL and every byte from 0x80.
 // Evaluated at compile time: an out-of-range index fails the build, never a request.
@@ -187,8 +180,6 @@ const fn escape_table() -> [bool; 256] {
 
 static NEEDS_ESCAPE: [bool; 256] = escape_table();
 
-const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
-
 /// Whether the matched path can contain `b` literally. Every byte NGINX re-escapes is absent,
 /// except `%` itself, which starts each escape.
 pub fn can_appear_in_matched_path(b: u8) -> bool {
@@ -199,9 +190,7 @@ pub fn can_appear_in_matched_path(b: u8) -> bool {
 pub fn escape_into(decoded: &[u8], out: &mut Vec<u8>) {
     for &b in decoded {
         if NEEDS_ESCAPE.get(usize::from(b)).copied().unwrap_or(true) {
-            out.push(b'%');
-            out.push(HEX_UPPER.get(usize::from(b >> 4)).copied().unwrap_or(b'0'));
-            out.push(HEX_UPPER.get(usize::from(b & 0xf)).copied().unwrap_or(b'0'));
+            out.extend_from_slice(&escaped(b));
         } else {
             out.push(b);
         }

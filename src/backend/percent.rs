@@ -2,7 +2,7 @@
 //! unreserved characters (`A-Z a-z 0-9 - . _ ~`) becomes `%XX` with upper-case hex, as
 //! `ngx.escape_uri` does for a component. Spaces are `%20`, never `+`.
 
-const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+use crate::percent::escaped;
 
 fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
@@ -13,13 +13,7 @@ pub fn encode_into(bytes: &[u8], out: &mut String) {
         if is_unreserved(b) {
             out.push(char::from(b));
         } else {
-            out.push('%');
-            out.push(char::from(
-                HEX_UPPER.get(usize::from(b >> 4)).copied().unwrap_or(b'0'),
-            ));
-            out.push(char::from(
-                HEX_UPPER.get(usize::from(b & 0xf)).copied().unwrap_or(b'0'),
-            ));
+            out.extend(escaped(b).map(char::from));
         }
     }
 }
