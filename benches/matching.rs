@@ -997,7 +997,7 @@ fn main() {
     );
     println!(
         "{:>6} {:>7} {:>5} {:>6} {:>5} | {:>8} {:>20} | {:>10} {:>24} | {:>7}",
-        "", "nodes", "rules", "", "/req", "ns/dec", "", "ns/dec", "", "base/tg"
+        "", "KiB", "rules", "", "/req", "ns/dec", "", "ns/dec", "", "base/tg"
     );
     println!("{}", "-".repeat(112));
     for (c, t, b) in &results {
@@ -1017,7 +1017,7 @@ fn main() {
             } else {
                 c.n.to_string()
             },
-            service.rules.trie_nodes(),
+            service.rules.trie_bytes().div_ceil(1024),
             service.rules.regex_rule_count(),
             c.check.authorized as f64 * 100.0 / c.requests.len() as f64,
             c.check.matched_total as f64 / c.requests.len() as f64,
@@ -1030,7 +1030,7 @@ fn main() {
     }
     println!();
     println!(
-        "regex = rules tollgate evaluates with a regex engine (gated by their literal prefix); \
+        "trie KiB = memory of the compiled rules; regex = rules tollgate evaluates with a regex engine (gated by their literal prefix); \
          * = 1% of the rules use\nconstructs only a regex engine handles (a repeated group), \
          apart from the targets below;"
     );

@@ -179,6 +179,11 @@ impl RuleSet {
         self.rules.is_empty()
     }
 
+    /// Bytes the compiled trie occupies (its arena and rule tables).
+    pub fn trie_bytes(&self) -> usize {
+        self.trie.size_bytes()
+    }
+
     pub fn trie_nodes(&self) -> usize {
         self.trie.node_count()
     }
