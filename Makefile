@@ -15,11 +15,13 @@ build:
 	$(CARGO) build --release -p tollgate-cli
 	@echo "built target/release/tollgate"
 
-## tools: what a fresh machine lacks (wasm target, lint components, wasm-bindgen test runner)
+## tools: what a fresh machine lacks (wasm target, lint components, Node.js, wasm-bindgen test runner)
 tools:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+	@# wasm-bindgen-test-runner runs the wasm32 tests in Node.js.
+	@command -v node >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs; }
 	@if [ "$$(wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $$2}')" != "$(WASM_BINDGEN_VERSION)" ]; then \
 	  echo "installing wasm-bindgen-cli $(WASM_BINDGEN_VERSION) (a few minutes, once)"; \
 	  $(CARGO) install --quiet wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION); \
