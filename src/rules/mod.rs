@@ -4,8 +4,9 @@
 //! method's rules and the `ANY` rules) and one root for other methods (`ANY` rules only), so a
 //! request walks exactly one root. The common regex constructs are trie tokens too (see
 //! [`pattern`]); patterns beyond them keep APIcast's regex (`regex-lite`), each gated in the
-//! same trie by its literal prefix, so a regex only runs when the path starts with that prefix. Both feed one candidate list, which is then
-//! evaluated in configuration order: query conditions, `last`, and per-metric sums.
+//! same trie by its literal prefix, so a regex only runs when the path starts with that
+//! prefix. Both feed one candidate list, which is then evaluated in configuration order:
+//! query conditions, `last`, and per-metric sums.
 
 pub mod pattern;
 pub mod query;
