@@ -89,6 +89,8 @@ pub enum RuleField<'a> {
 /// A place in the configuration model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Loc<'a> {
+    /// A field of the `control_service` section (`cluster`, `timeout_ms`).
+    ControlService(&'static str),
     Services,
     Service(usize, ServiceField),
     Rule(usize, usize, RuleField<'a>),
@@ -105,6 +107,7 @@ pub struct FilterConfigPaths;
 impl SourcePaths for FilterConfigPaths {
     fn path(&self, loc: Loc<'_>) -> String {
         match loc {
+            Loc::ControlService(field) => format!("control_service.{field}"),
             Loc::Services => "services".into(),
             Loc::Service(i, field) => {
                 let base = format!("services[{i}]");
@@ -218,6 +221,8 @@ pub struct Service {
     pub backend_endpoint: Option<HttpUrl>,
     pub backend_host: Option<Box<str>>,
     pub upstream: Upstream,
+    /// `Host` of control-service calls: `backend.host`, else the endpoint's host.
+    pub control_authority: Box<str>,
     pub(crate) credentials: CredentialSource,
     errors: ServiceErrors,
     pub rules: RuleSet,
@@ -248,7 +253,13 @@ pub struct Compiled {
     pub services: Vec<Service>,
     pub(crate) hosts: HostIndex,
     pub request_body_max_bytes: usize,
+    /// The Envoy cluster control-service calls go to.
+    pub control_cluster: Box<str>,
+    pub control_timeout_ms: u32,
 }
+
+/// The longest control-service timeout accepted.
+pub const MAX_CONTROL_SERVICE_TIMEOUT_MS: u32 = 60_000;
 
 impl Compiled {
     pub fn service(&self, index: u32) -> Option<&Service> {
@@ -273,6 +284,27 @@ pub fn compile(
             "the configuration has no services",
         );
     }
+    let cluster = &config.control_service.cluster;
+    if cluster.is_empty()
+        || cluster
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        diags.error(
+            paths.path(Loc::ControlService("cluster")),
+            format!("'{cluster}' is not an Envoy cluster name"),
+        );
+    }
+    let timeout = config.control_service.timeout_ms;
+    if timeout == 0 || timeout > MAX_CONTROL_SERVICE_TIMEOUT_MS {
+        diags.error(
+            paths.path(Loc::ControlService("timeout_ms")),
+            format!(
+                "timeout {timeout} ms is not between 1 and {MAX_CONTROL_SERVICE_TIMEOUT_MS} \
+                 (0 would make Envoy wait forever)"
+            ),
+        );
+    }
     let mut hosts = HostIndex::default();
     let mut services = Vec::with_capacity(config.services.len());
     let mut seen_ids: Vec<&str> = Vec::new();
@@ -292,7 +324,7 @@ pub fn compile(
         }
         seen_ids.push(&svc.id);
         index_hosts(svc, i, &mut hosts, paths, diags);
-        if let Some(service) = compile_service(svc, i, paths, diags) {
+        if let Some(service) = compile_service(svc, i, cluster, paths, diags) {
             services.push(service);
         }
     }
@@ -302,6 +334,8 @@ pub fn compile(
     Some(Compiled {
         services,
         hosts,
+        control_cluster: cluster.as_str().into(),
+        control_timeout_ms: timeout,
         request_body_max_bytes: usize::try_from(config.request_body_max_bytes)
             .unwrap_or(usize::MAX),
     })
@@ -367,6 +401,7 @@ fn check_header_value(value: &str, at: String, what: &str, diags: &mut Diagnosti
 fn compile_service(
     svc: &ServiceConfig,
     i: usize,
+    control_cluster: &str,
     paths: &dyn SourcePaths,
     diags: &mut Diagnostics,
 ) -> Option<Service> {
@@ -583,6 +618,11 @@ fn compile_service(
         return None;
     }
     let credentials = CredentialSource::new(svc.backend_version, &svc.credentials);
+    let control_authority = match (&svc.backend.host, &backend_endpoint) {
+        (Some(h), _) if !h.is_empty() => h.clone(),
+        (_, Some(url)) => url.host_header(),
+        _ => control_cluster.to_owned(),
+    };
     Some(Service {
         id: svc.id.as_str().into(),
         name: svc.name.as_str().into(),
@@ -600,6 +640,7 @@ fn compile_service(
                 .clone()
                 .filter(|t| !t.expose().is_empty()),
         },
+        control_authority: control_authority.into(),
         credentials,
         errors,
         rules,

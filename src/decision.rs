@@ -5,6 +5,7 @@
 use std::fmt;
 
 use crate::args::RequestArgs;
+use crate::backend::answer::ControlAnswer;
 use crate::backend::{self, AuthrepRequest};
 use crate::compile::{Compiled, ErrorKind, Service};
 use crate::config::DEFAULT_ERROR_CONTENT_TYPE;
@@ -49,6 +50,58 @@ impl fmt::Display for DenyReason {
     }
 }
 
+impl DenyReason {
+    pub fn outcome(self) -> Outcome {
+        match self {
+            DenyReason::BadRequest(_) => Outcome::BadRequest,
+            DenyReason::UnknownService => Outcome::UnknownService,
+            DenyReason::AuthMissing => Outcome::AuthMissing,
+            DenyReason::NoMatch => Outcome::NoMatch,
+        }
+    }
+}
+
+/// Every way a request ends, as counted in stats (`tollgate.<name>`) and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Authorized,
+    AuthMissing,
+    AuthFailed,
+    NoMatch,
+    UnknownService,
+    LimitsExceeded,
+    /// The control service was unreachable, failed or timed out (the client gets the
+    /// auth-failed error).
+    ControlServiceError,
+    BadRequest,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 8] = [
+        Outcome::Authorized,
+        Outcome::AuthMissing,
+        Outcome::AuthFailed,
+        Outcome::NoMatch,
+        Outcome::UnknownService,
+        Outcome::LimitsExceeded,
+        Outcome::ControlServiceError,
+        Outcome::BadRequest,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Authorized => "authorized",
+            Outcome::AuthMissing => "auth_missing",
+            Outcome::AuthFailed => "auth_failed",
+            Outcome::NoMatch => "no_match",
+            Outcome::UnknownService => "unknown_service",
+            Outcome::LimitsExceeded => "limits_exceeded",
+            Outcome::ControlServiceError => "control_service_error",
+            Outcome::BadRequest => "bad_request",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// Ask the control service (authrep) with the credentials and usage.
@@ -62,6 +115,14 @@ pub struct Response<'c> {
     pub status: u16,
     pub content_type: &'c str,
     pub body: &'c str,
+}
+
+/// A local answer after the control service: the error and, for exceeded limits, when to
+/// retry (seconds, sent as `Retry-After`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply<'c> {
+    pub response: Response<'c>,
+    pub retry_after: Option<u64>,
 }
 
 /// What the gateway decided about one request. The matched rules and the usage are in the
@@ -194,6 +255,34 @@ impl Compiled {
 }
 
 impl Service {
+    /// What the client gets once the control service has answered: `None` lets the request
+    /// through; otherwise the service's error, with `Retry-After` for exceeded limits. An
+    /// unavailable control service is an auth failure for now (caching modes come later).
+    pub fn reply_for(&self, answer: ControlAnswer) -> (Outcome, Option<Reply<'_>>) {
+        let (outcome, kind, retry_after) = match answer {
+            ControlAnswer::Authorized => return (Outcome::Authorized, None),
+            ControlAnswer::LimitsExceeded { retry_after } => (
+                Outcome::LimitsExceeded,
+                ErrorKind::LimitsExceeded,
+                retry_after,
+            ),
+            ControlAnswer::Denied => (Outcome::AuthFailed, ErrorKind::AuthFailed, None),
+            ControlAnswer::Unavailable => {
+                (Outcome::ControlServiceError, ErrorKind::AuthFailed, None)
+            }
+        };
+        let e = self.error(kind);
+        let reply = Reply {
+            response: Response {
+                status: e.status,
+                content_type: &e.content_type,
+                body: &e.body,
+            },
+            retry_after,
+        };
+        (outcome, Some(reply))
+    }
+
     /// Appends the authrep call's path and query for this request to `out`.
     pub fn write_authrep(
         &self,

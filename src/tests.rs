@@ -430,3 +430,81 @@ fn the_examples_decide_as_documented() {
         "Porta's default status for missing credentials"
     );
 }
+
+#[test]
+fn control_service_answers_become_apicast_replies() {
+    use crate::backend::answer::ControlAnswer;
+    use crate::Outcome;
+    let mut s = service(1, json!([r("GET", "/", "hits", 1)]));
+    s["proxy"]["error_limits_exceeded"] = json!("slow down");
+    s["proxy"]["error_headers_limits_exceeded"] = json!("text/plain");
+    let c = compiled(json!([s]));
+    let svc = &c.services[0];
+    assert_eq!(
+        svc.reply_for(ControlAnswer::Authorized),
+        (Outcome::Authorized, None)
+    );
+    let (outcome, reply) = svc.reply_for(ControlAnswer::LimitsExceeded {
+        retry_after: Some(37),
+    });
+    let reply = reply.unwrap();
+    assert_eq!(outcome, Outcome::LimitsExceeded);
+    assert_eq!(
+        (
+            reply.response.status,
+            reply.response.body,
+            reply.response.content_type,
+            reply.retry_after
+        ),
+        (429, "slow down", "text/plain", Some(37))
+    );
+    let (outcome, reply) = svc.reply_for(ControlAnswer::Denied);
+    assert_eq!(outcome, Outcome::AuthFailed);
+    assert_eq!(reply.unwrap().response.status, 403);
+    let (outcome, reply) = svc.reply_for(ControlAnswer::Unavailable);
+    assert_eq!(outcome, Outcome::ControlServiceError);
+    assert_eq!(reply.unwrap().response.body, "Authentication failed");
+}
+
+#[test]
+fn control_service_settings_are_checked() {
+    let c = compiled(json!([service(1, json!([r("GET", "/", "hits", 1)]))]));
+    assert_eq!(&*c.control_cluster, "tollgate_control_service");
+    assert_eq!(c.control_timeout_ms, 1000);
+    assert_eq!(
+        &*c.services[0].control_authority,
+        "tollgate_control_service"
+    );
+
+    let mut doc = load(
+        json!({"services": [service(1, json!([]))]})
+            .to_string()
+            .as_bytes(),
+    )
+    .config
+    .map(|c| serde_json::to_value(c).unwrap())
+    .unwrap();
+    doc["control_service"]["timeout_ms"] = json!(0);
+    doc["control_service"]["cluster"] = json!("has space");
+    doc["services"][0]["backend"] = json!({"endpoint": "https://su1.3scale.net:443", "host": null});
+    let l = load(doc.to_string().as_bytes());
+    let d: Vec<_> = l
+        .diagnostics
+        .errors()
+        .map(|d| (d.path.clone(), d.message.clone()))
+        .collect();
+    assert!(
+        d.iter()
+            .any(|(p, m)| p == "control_service.timeout_ms" && m.contains("wait forever")),
+        "{d:?}"
+    );
+    assert!(
+        d.iter().any(|(p, _)| p == "control_service.cluster"),
+        "{d:?}"
+    );
+
+    doc["control_service"] = json!({"cluster": "cs", "timeout_ms": 250});
+    let c = load(doc.to_string().as_bytes()).compiled.unwrap();
+    assert_eq!(&*c.services[0].control_authority, "su1.3scale.net");
+    assert_eq!((&*c.control_cluster, c.control_timeout_ms), ("cs", 250));
+}

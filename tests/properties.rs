@@ -196,6 +196,7 @@ const PATH_PREFIXES: &[&str] = &[
     "kind",
     "version",
     "request_body_max_bytes",
+    "control_service",
 ];
 
 #[derive(Default)]

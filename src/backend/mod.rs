@@ -5,6 +5,7 @@
 //! contains any of these would otherwise reach it changed. Raw query credentials are sent as
 //! the client wrote them, encoded once more, exactly as APIcast does with `ngx.encode_args`.
 
+pub mod answer;
 pub mod percent;
 
 use std::fmt::Write;

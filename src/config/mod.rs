@@ -21,6 +21,10 @@ pub const VERSION: u32 = 1;
 /// Default cap on the request body read for urlencoded arguments (APIcast ignores body args it
 /// had to spool to disk; this is our equivalent of that buffer).
 pub const DEFAULT_REQUEST_BODY_MAX_BYTES: u32 = 64 * 1024;
+/// The Envoy cluster of the control service when the configuration names none.
+pub const DEFAULT_CONTROL_SERVICE_CLUSTER: &str = "tollgate_control_service";
+/// How long a control-service call may take before the request is answered without it.
+pub const DEFAULT_CONTROL_SERVICE_TIMEOUT_MS: u32 = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,7 +33,27 @@ pub struct FilterConfig {
     pub version: u32,
     /// urlencoded request bodies longer than this are not read for arguments or credentials.
     pub request_body_max_bytes: u32,
+    pub control_service: ControlServiceConfig,
     pub services: Vec<ServiceConfig>,
+}
+
+/// How the filter reaches the control service (3scale's Service Management API).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlServiceConfig {
+    /// The Envoy cluster the calls go to.
+    pub cluster: String,
+    /// Call timeout; never 0 (Envoy would then wait forever).
+    pub timeout_ms: u32,
+}
+
+impl Default for ControlServiceConfig {
+    fn default() -> Self {
+        Self {
+            cluster: DEFAULT_CONTROL_SERVICE_CLUSTER.into(),
+            timeout_ms: DEFAULT_CONTROL_SERVICE_TIMEOUT_MS,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -254,6 +278,7 @@ impl FilterConfig {
             kind: KIND.into(),
             version: VERSION,
             request_body_max_bytes: DEFAULT_REQUEST_BODY_MAX_BYTES,
+            control_service: ControlServiceConfig::default(),
             services,
         }
     }

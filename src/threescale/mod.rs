@@ -49,6 +49,7 @@ impl SourcePaths for ThreescalePaths {
                 .unwrap_or_default()
         };
         match loc {
+            Loc::ControlService(field) => format!("control_service.{field}"),
             Loc::Services => self.list.clone(),
             Loc::Service(i, field) => {
                 let b = base(i);
