@@ -5,6 +5,8 @@
 //! `generate --check` finds the output out of date.
 
 mod check;
+mod control;
+mod envoy;
 mod explain;
 mod generate;
 mod input;
@@ -38,12 +40,16 @@ enum Command {
     Generate(GenerateTarget),
     /// Print what the gateway would decide for one request, without contacting anything.
     Explain(explain::ExplainArgs),
+    /// Run a local control service (3scale's Service Management API) from a YAML data file.
+    Control(control::ControlArgs),
 }
 
 #[derive(Subcommand)]
 enum GenerateTarget {
     /// The filter's own validated configuration (FilterConfig JSON).
     Filter(generate::FilterArgs),
+    /// A complete, runnable Envoy bootstrap with the tollgate filter.
+    Envoy(envoy::EnvoyArgs),
 }
 
 /// The configuration to read: 3scale JSON (any of its three shapes) or a FilterConfig.
@@ -92,6 +98,8 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(&args),
         Command::Generate(GenerateTarget::Filter(args)) => generate::filter(&args),
         Command::Explain(args) => explain::run(&args),
+        Command::Control(args) => control::run(&args),
+        Command::Generate(GenerateTarget::Envoy(args)) => envoy::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,1 @@
+//! The local control service (3scale Service Management API). Under construction.

@@ -1,0 +1,1 @@
+//! tollgate as a proxy-wasm filter. Under construction.

@@ -1,0 +1,1 @@
+//! A wasmtime host of the proxy-wasm ABI, Envoy-shaped. Under construction.
