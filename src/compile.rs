@@ -213,6 +213,8 @@ impl Upstream {
 /// One service, validated and precomputed.
 #[derive(Debug, Clone)]
 pub struct Service {
+    /// Position in [`Compiled::services`].
+    pub index: usize,
     pub id: Box<str>,
     pub name: Box<str>,
     pub backend_version: BackendVersion,
@@ -624,6 +626,7 @@ fn compile_service(
         _ => control_cluster.to_owned(),
     };
     Some(Service {
+        index: i,
         id: svc.id.as_str().into(),
         name: svc.name.as_str().into(),
         backend_version: svc.backend_version,

@@ -109,6 +109,11 @@ impl CredentialSource {
         }
     }
 
+    /// Whether credentials may come from an urlencoded body (the `query` location's fallback).
+    pub fn reads_body(&self) -> bool {
+        self.location == CredentialsLocation::Query
+    }
+
     pub fn extract<'r>(&self, src: Sources<'r>) -> Option<Credentials<'r>> {
         match self.version {
             BackendVersion::UserKey => {

@@ -242,6 +242,25 @@ impl Compiled {
         }
     }
 
+    /// Whether the request's body can change the decision, so a proxy should wait for it:
+    /// POST, PUT or PATCH with an urlencoded `Content-Type`, to a service that reads
+    /// credentials from the query (the body is their fallback) or has query conditions.
+    pub fn wants_body(
+        &self,
+        method: &[u8],
+        authority: &[u8],
+        headers: &dyn crate::Headers,
+    ) -> bool {
+        if self.request_body_max_bytes == 0 || !METHODS_WITH_BODY.contains(&method) {
+            return false;
+        }
+        let Some(service) = self.service_for_authority(authority) else {
+            return false;
+        };
+        (service.credentials.reads_body() || service.rules.has_conditions())
+            && any_header_contains(headers, b"content-type", URLENCODED)
+    }
+
     /// The urlencoded body, when APIcast would read its arguments: POST, PUT or PATCH with a
     /// `Content-Type` containing `application/x-www-form-urlencoded`, and not larger than the
     /// configured buffer (APIcast ignores a body it had to spool to disk).

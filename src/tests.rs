@@ -508,3 +508,22 @@ fn control_service_settings_are_checked() {
     assert_eq!(&*c.services[0].control_authority, "su1.3scale.net");
     assert_eq!((&*c.control_cluster, c.control_timeout_ms), ("cs", 250));
 }
+
+#[test]
+fn bodies_matter_only_where_apicast_reads_them() {
+    let form: Vec<(&str, &str)> = vec![("content-type", "application/x-www-form-urlencoded")];
+    let json_ct: Vec<(&str, &str)> = vec![("content-type", "application/json")];
+    let query_creds = compiled(json!([service(1, json!([r("POST", "/", "hits", 1)]))]));
+    assert!(query_creds.wants_body(b"POST", b"localhost", &form));
+    assert!(query_creds.wants_body(b"PATCH", b"localhost", &form));
+    assert!(!query_creds.wants_body(b"GET", b"localhost", &form));
+    assert!(!query_creds.wants_body(b"POST", b"localhost", &json_ct));
+    assert!(!query_creds.wants_body(b"POST", b"elsewhere", &form));
+    let mut s = service(1, json!([r("POST", "/", "hits", 1)]));
+    s["proxy"]["credentials_location"] = json!("headers");
+    let header_creds = compiled(json!([s.clone()]));
+    assert!(!header_creds.wants_body(b"POST", b"localhost", &form));
+    s["proxy"]["proxy_rules"][0]["querystring_parameters"] = json!({"a": "{a}"});
+    let conditions = compiled(json!([s]));
+    assert!(conditions.wants_body(b"POST", b"localhost", &form));
+}

@@ -185,6 +185,11 @@ impl RuleSet {
         self.trie.size_bytes()
     }
 
+    /// Whether any rule has `querystring_parameters` (which body arguments can satisfy).
+    pub fn has_conditions(&self) -> bool {
+        !self.conditions.is_empty()
+    }
+
     pub fn trie_nodes(&self) -> usize {
         self.trie.node_count()
     }
