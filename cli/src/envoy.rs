@@ -13,5 +13,7 @@ pub struct EnvoyArgs {
 }
 
 pub fn run(_args: &EnvoyArgs) -> Result<ExitCode, Failure> {
-    Err(Failure::usage("tollgate generate envoy is not implemented yet"))
+    Err(Failure::usage(
+        "tollgate generate envoy is not implemented yet",
+    ))
 }

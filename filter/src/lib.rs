@@ -68,10 +68,7 @@ impl RootContext for Root {
         let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
             Ok(Some(bytes)) => bytes,
             Ok(None) => {
-                log(
-                    LogLevel::Error,
-                    "the plugin configuration is empty",
-                );
+                log(LogLevel::Error, "the plugin configuration is empty");
                 return false;
             }
             Err(status) => {
@@ -88,10 +85,7 @@ impl RootContext for Root {
                 Severity::Error => LogLevel::Error,
                 Severity::Warning => LogLevel::Warn,
             };
-            log(
-                level,
-                &format!("configuration {}", redact(&d.to_string())),
-            );
+            log(level, &format!("configuration {}", redact(&d.to_string())));
         }
         let Some(compiled) = loaded.compiled else {
             log(
@@ -110,10 +104,7 @@ impl RootContext for Root {
                 match hostcalls::define_metric(MetricType::Counter, &name) {
                     Ok(id) => Some(id),
                     Err(status) => {
-                        log(
-                            LogLevel::Warn,
-                            &format!("no counter {name}: {status:?}"),
-                        );
+                        log(LogLevel::Warn, &format!("no counter {name}: {status:?}"));
                         None
                     }
                 }
@@ -541,10 +532,7 @@ impl HttpContext for Request {
             if let Err(status) =
                 hostcalls::add_map_value(MapType::HttpResponseHeaders, name, &value)
             {
-                log(
-                    LogLevel::Warn,
-                    &format!("cannot add {name}: {status:?}"),
-                );
+                log(LogLevel::Warn, &format!("cannot add {name}: {status:?}"));
             }
         }
         Action::Continue
