@@ -25,8 +25,11 @@
 //! - the admin interface, on a loopback address only.
 //!
 //! Not expressed: a query string in `api_backend` (APIcast replaces the request's query with
-//! it); Envoy routes keep the request's query. Upstream TLS certificates are not verified (no
-//! `validation_context`: the CA bundle's path differs between systems).
+//! it); Envoy routes keep the request's query.
+//!
+//! https upstreams are verified: their certificate must chain to `upstream_ca` (default the
+//! system bundle, [`SYSTEM_CA_BUNDLE`]) and name the host (DNS or IP SAN). Turning that off
+//! is an explicit choice (`--upstream-ca none`).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -56,7 +59,13 @@ pub struct EnvoyOptions {
     /// The control service (3scale's Service Management API); `None`: the services'
     /// `backend.endpoint`.
     pub backend_url: Option<String>,
+    /// CA bundle that https upstreams (APIs and the control service) must chain to; their
+    /// certificate must also name the host. `None` turns verification off.
+    pub upstream_ca: Option<PathBuf>,
 }
+
+/// Debian's and Ubuntu's system CA bundle (ca-certificates).
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 impl EnvoyOptions {
     /// The defaults of `tollgate generate envoy`: listen on 127.0.0.1:8080, admin on
@@ -67,6 +76,7 @@ impl EnvoyOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin: SocketAddr::from(([127, 0, 0, 1], 9901)),
             backend_url: None,
+            upstream_ca: Some(PathBuf::from(SYSTEM_CA_BUNDLE)),
         }
     }
 }
@@ -132,7 +142,7 @@ pub fn bootstrap(config: &FilterConfig, options: &EnvoyOptions) -> Result<Node, 
                     Some(name) => name.clone(),
                     None => {
                         let name = names.allocate(&upstream_cluster_name(url));
-                        clusters.push(cluster(&name, url));
+                        clusters.push(cluster(&name, url, options.upstream_ca.as_deref()));
                         upstreams.insert(key, name.clone());
                         name
                     }
@@ -153,7 +163,11 @@ pub fn bootstrap(config: &FilterConfig, options: &EnvoyOptions) -> Result<Node, 
         ("domains", Node::List(vec![Node::from("*")])),
         ("routes", Node::List(vec![not_found_route()])),
     ]));
-    clusters.push(cluster(control_cluster, &control));
+    clusters.push(cluster(
+        control_cluster,
+        &control,
+        options.upstream_ca.as_deref(),
+    ));
 
     let filter_json = embeddable_json(config);
     let wasm_filter = map([
@@ -391,7 +405,7 @@ fn ip_literal(host: &str) -> Option<IpAddr> {
     unbracketed(host).parse().ok()
 }
 
-fn cluster(name: &str, url: &HttpUrl) -> Node {
+fn cluster(name: &str, url: &HttpUrl, ca: Option<&std::path::Path>) -> Node {
     let ip = ip_literal(&url.host);
     let address = match ip {
         Some(ip) => ip.to_string(),
@@ -444,6 +458,29 @@ fn cluster(name: &str, url: &HttpUrl) -> Node {
         )];
         if ip.is_none() {
             tls.push(("sni".to_owned(), Node::from(url.host.as_str())));
+        }
+        if let Some(ca) = ca {
+            // Chain to the CA bundle and name the host we dialled: without both, anyone on
+            // the path could read the service token and the caller's credentials.
+            let (san_type, san_value) = match ip {
+                Some(ip) => ("IP_ADDRESS", ip.to_string()),
+                None => ("DNS", url.host.clone()),
+            };
+            let san = map([
+                ("san_type", Node::from(san_type)),
+                ("matcher", map([("exact", Node::from(san_value.as_str()))])),
+            ]);
+            let validation = map([
+                (
+                    "trusted_ca",
+                    map([("filename", Node::from(ca.display().to_string().as_str()))]),
+                ),
+                ("match_typed_subject_alt_names", Node::List(vec![san])),
+            ]);
+            tls.push((
+                "common_tls_context".to_owned(),
+                map([("validation_context", validation)]),
+            ));
         }
         fields.push((
             "transport_socket".to_owned(),

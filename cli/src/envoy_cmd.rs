@@ -29,6 +29,10 @@ pub struct EnvoyArgs {
     /// backend.endpoint).
     #[arg(long, value_name = "URL")]
     pub backend_url: Option<String>,
+    /// CA bundle that https upstreams (APIs, control service) must chain to, or `none` to
+    /// skip certificate verification.
+    #[arg(long, value_name = "FILE|none", default_value = tollgate_cli::envoy::SYSTEM_CA_BUNDLE)]
+    pub upstream_ca: String,
     /// Write to FILE instead of standard output.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -47,6 +51,7 @@ pub fn run(args: &EnvoyArgs) -> Result<ExitCode, Failure> {
         listen: args.listen,
         admin: args.admin,
         backend_url: args.backend_url.clone(),
+        upstream_ca: (args.upstream_ca != "none").then(|| PathBuf::from(&args.upstream_ca)),
     };
     let rendered = render(&loaded.config, &options).map_err(Failure::usage)?;
     emit(&rendered, args.output.as_ref(), args.check)

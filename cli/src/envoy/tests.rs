@@ -243,7 +243,13 @@ fn https_upstreams_use_tls_with_sni_and_default_port_443() {
             "name": "envoy.transport_sockets.tls",
             "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                "sni": "api.example"
+                "sni": "api.example",
+                "common_tls_context": {"validation_context": {
+                    "trusted_ca": {"filename": "/etc/ssl/certs/ca-certificates.crt"},
+                    "match_typed_subject_alt_names": [
+                        {"san_type": "DNS", "matcher": {"exact": "api.example"}}
+                    ]
+                }}
             }
         })
     );
@@ -255,6 +261,25 @@ fn https_upstreams_use_tls_with_sni_and_default_port_443() {
     // No SNI for an IP address (TLS forbids it), but still TLS.
     let c = cluster(&t, "api_backend_127_0_0_1_443_tls");
     assert!(c["transport_socket"]["typed_config"].get("sni").is_none());
+    assert_eq!(
+        c["transport_socket"]["typed_config"]["common_tls_context"]["validation_context"]
+            ["match_typed_subject_alt_names"][0],
+        json!({"san_type": "IP_ADDRESS", "matcher": {"exact": "127.0.0.1"}})
+    );
+    // Verification off is explicit.
+    let mut unverified = options();
+    unverified.upstream_ca = None;
+    let t = tree(
+        &config(vec![service(
+            1,
+            json!({"api_backend": "https://api.example"}),
+        )]),
+        &unverified,
+    );
+    let c = cluster(&t, "api_backend_api_example_443_tls");
+    assert!(c["transport_socket"]["typed_config"]
+        .get("common_tls_context")
+        .is_none());
 }
 
 #[test]
