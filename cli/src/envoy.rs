@@ -14,7 +14,8 @@
 //! - the http filters: `envoy.filters.http.wasm` (V8, the module from `--wasm` as given: a
 //!   relative path is resolved from Envoy's working directory; the FilterConfig JSON of
 //!   `tollgate generate filter` as a `StringValue`; `vm_id`/`root_id` `tollgate`;
-//!   `FAIL_RELOAD`), then the router;
+//!   `FAIL_RELOAD`; `allow_on_headers_stop_iteration`, without which Envoy withholds the body
+//!   the filter waits for), then the router;
 //! - one cluster per distinct upstream (scheme, host, port), named `api_backend_<host>_<port>`
 //!   (IPv6 without brackets) with every character other than `[A-Za-z0-9]` turned into `_`
 //!   (`_tls` appended for https; a numeric suffix when two upstreams would share a name). `STATIC` for IP literals,
@@ -212,6 +213,10 @@ pub fn bootstrap(config: &FilterConfig, options: &EnvoyOptions) -> Result<Node, 
                             ]),
                         ),
                         ("failure_policy", Node::from("FAIL_RELOAD")),
+                        // The filter pauses in on_request_headers to read urlencoded body
+                        // arguments; without this Envoy holds the body back until the
+                        // headers resume and the request hangs.
+                        ("allow_on_headers_stop_iteration", Node::Bool(true)),
                     ]),
                 ),
             ]),

@@ -474,6 +474,7 @@ fn wasm_filter_then_router() {
         "/opt/tollgate/tollgate.wasm"
     );
     assert_eq!(wasm["failure_policy"], "FAIL_RELOAD");
+    assert_eq!(wasm["allow_on_headers_stop_iteration"], true);
     assert_eq!(
         wasm["configuration"]["@type"],
         "type.googleapis.com/google.protobuf.StringValue"
