@@ -1,5 +1,7 @@
-//! `tollgate control`: the local control service. Under construction.
+//! `tollgate control`: the local control service (3scale's Service Management API) from a YAML
+//! data file; see control/README.md.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -20,6 +22,61 @@ pub struct ControlArgs {
     pub state: Option<PathBuf>,
 }
 
-pub fn run(_args: &ControlArgs) -> Result<ExitCode, Failure> {
-    Err(Failure::usage("tollgate control is not implemented yet"))
+fn failure(status: u8, message: String) -> Failure {
+    Failure { status, message }
+}
+
+pub fn run(args: &ControlArgs) -> Result<ExitCode, Failure> {
+    let path = args.data.display();
+    let yaml =
+        std::fs::read_to_string(&args.data).map_err(|e| Failure::usage(format!("{path}: {e}")))?;
+    let data = tollgate_control::load_data(&yaml).map_err(|e| {
+        let lines: Vec<String> = e.problems.iter().map(|p| format!("{path}: {p}")).collect();
+        Failure::usage(lines.join("\n"))
+    })?;
+    let listen: std::net::SocketAddr = args
+        .listen
+        .parse()
+        .map_err(|e| Failure::usage(format!("--listen {}: {e}", args.listen)))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| failure(1, format!("starting the runtime: {e}")))?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| failure(1, format!("listening on {listen}: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| failure(1, format!("listening on {listen}: {e}")))?;
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "tollgate control listening on http://{addr}");
+        let _ = out.flush();
+        tollgate_control::serve_until(data, listener, args.state.clone(), shutdown_signal())
+            .await
+            .map_err(|e| failure(1, format!("{e}")))
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
 }

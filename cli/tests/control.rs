@@ -1,0 +1,94 @@
+//! `tollgate control` as a process: starts, answers an authrep, refuses bad data with exit 64.
+// Tests fail by panicking.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One HTTP/1.1 GET with a raw client: (status, body).
+fn http_get(addr: &str, target: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = raw.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
+}
+
+#[test]
+fn serves_the_example_data() {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["control", "--data"])
+        .arg(root().join("examples/control.yaml"))
+        .args(["--listen", &listen])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(
+        line.trim(),
+        format!("tollgate control listening on http://{listen}")
+    );
+    let (status, body) = http_get(
+        &listen,
+        "/transactions/authrep.xml?service_token=sendgrid-service-token-8f2c1b7e&service_id=2555417735060&app_id=bench-app&app_key=bench-key&usage%5Bmail%5D=1",
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("<authorized>true</authorized>"), "{body}");
+}
+
+#[test]
+fn bad_data_exits_64_naming_the_place() {
+    let dir = std::env::temp_dir().join(format!("tollgate-cli-control-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.yaml");
+    std::fs::write(
+        &file,
+        "services:\n  - id: 1\n    service_token: t\n    plans: [{name: basic}]\n    applications:\n      - {app_id: a, plan: basic}\n      - {app_id: b, plan: gold}\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["control", "--data"])
+        .arg(&file)
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("services[0].applications[1].plan: unknown plan \"gold\""),
+        "{stderr}"
+    );
+}
