@@ -481,6 +481,11 @@ impl HttpContext for Request {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.pending.is_some() {
+            // The authrep answer decides; returning Continue here would let the request go
+            // upstream before it (headers only stopped iteration).
+            return Action::Pause;
+        }
         if !self.waiting_for_body {
             return Action::Continue;
         }
@@ -513,6 +518,9 @@ impl HttpContext for Request {
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if self.pending.is_some() {
+            return Action::Pause;
+        }
         if !self.waiting_for_body {
             return Action::Continue;
         }

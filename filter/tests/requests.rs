@@ -687,3 +687,59 @@ fn a_filter_config_chooses_the_cluster_and_timeout() {
     only_counter(&host, "control_service_error", 1);
     check(&host, &[]);
 }
+
+/// With `allow_on_headers_stop_iteration`, a body callback that returns Continue resumes the
+/// request. A body that arrives while the authrep call is out must stay held, or a request
+/// the control service then refuses would already be upstream.
+#[test]
+fn a_body_arriving_during_the_callout_waits_for_the_answer() {
+    let host = post_host(true);
+    let body = br#"{"text":"hello"}"#;
+    let s = host.worker(0).request_streaming(vec![
+        (":method", "POST".to_owned()),
+        (
+            ":path",
+            "/api/mail.send.json?api_user=bob&api_key=k".to_owned(),
+        ),
+        (":authority", SG.to_owned()),
+        ("content-type", "application/json".to_owned()),
+        ("content-length", body.len().to_string()),
+    ]);
+    let call = only_call(&s);
+    s.body(body, true);
+    assert_eq!(
+        s.outcome(),
+        Outcome::Paused,
+        "nothing goes upstream before the answer"
+    );
+    call.respond(
+        409,
+        &[
+            ("3scale-rejection-reason", "limits_exceeded"),
+            ("3scale-limit-max-value", "0"),
+        ],
+        b"",
+    );
+    let reply = s.outcome().local_reply().cloned().unwrap();
+    assert_eq!(reply.status, 403);
+    only_counter(&host, "auth_failed", 1);
+
+    // And an authorized one goes upstream with its whole body.
+    let s = host.worker(1).request_streaming(vec![
+        (":method", "POST".to_owned()),
+        (
+            ":path",
+            "/api/mail.send.json?api_user=bob&api_key=k".to_owned(),
+        ),
+        (":authority", SG.to_owned()),
+        ("content-type", "application/json".to_owned()),
+        ("content-length", body.len().to_string()),
+    ]);
+    let call = only_call(&s);
+    s.body(&body[..4], false);
+    s.body(&body[4..], true);
+    assert_eq!(s.outcome(), Outcome::Paused);
+    call.respond(200, NO_HEADERS, b"");
+    let up = s.outcome().upstream().cloned().unwrap();
+    assert_eq!(up.body, body.to_vec());
+}
