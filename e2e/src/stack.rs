@@ -1,0 +1,131 @@
+//! The gateway as a provider runs it, on loopback: the example services pointed at the echo
+//! upstream, rendered by `tollgate generate envoy`'s code, in a real Envoy with tollgate.wasm.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use tollgate::FilterConfig;
+use tollgate_cli::envoy::{render, EnvoyOptions};
+
+use crate::client::{Answer, Client, Request};
+use crate::echo::Echo;
+use crate::envoy::Envoy;
+use crate::{free_port, tollgate_wasm, workspace};
+
+/// The services of every 3scale JSON file given (any of the three shapes), in one
+/// `{"services": [...]}` document, each service's `api_backend` replaced by the local upstream
+/// with the path `/<system_name>`, so tests see the backend path applied as a prefix.
+pub fn local_services(examples: &[&str], upstream: SocketAddr) -> Result<Value> {
+    let mut services = Vec::new();
+    for example in examples {
+        let path = workspace().join(example);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let doc: Value = serde_json::from_str(&text)?;
+        let found: Vec<Value> = if let Some(list) = doc.get("services").and_then(Value::as_array) {
+            list.clone()
+        } else if let Some(content) = doc.pointer("/proxy_config/content") {
+            vec![content.clone()]
+        } else if let Some(list) = doc.get("proxy_configs").and_then(Value::as_array) {
+            list.iter()
+                .filter_map(|c| c.pointer("/proxy_config/content").cloned())
+                .collect()
+        } else {
+            bail!("{example}: no services found");
+        };
+        services.extend(found);
+    }
+    for service in &mut services {
+        let name = service
+            .get("system_name")
+            .and_then(Value::as_str)
+            .unwrap_or("api")
+            .to_owned();
+        if let Some(proxy) = service.get_mut("proxy").and_then(Value::as_object_mut) {
+            proxy.insert(
+                "api_backend".into(),
+                Value::String(format!("http://{upstream}/{name}")),
+            );
+        }
+    }
+    Ok(serde_json::json!({ "services": services }))
+}
+
+/// Loads a configuration document into the FilterConfig the filter receives.
+pub fn filter_config(doc: &Value) -> Result<FilterConfig> {
+    let loaded = tollgate::load(doc.to_string().as_bytes());
+    match loaded.config {
+        Some(config) if loaded.compiled.is_some() => Ok(config),
+        _ => {
+            let errors: Vec<String> = loaded
+                .diagnostics
+                .errors()
+                .map(ToString::to_string)
+                .collect();
+            bail!("invalid configuration:\n{}", errors.join("\n"))
+        }
+    }
+}
+
+/// Envoy in front of the echo upstream, with tollgate calling the control service at
+/// `control`. Stops Envoy and the upstream when dropped.
+pub struct Gateway {
+    pub envoy: Envoy,
+    pub echo: Echo,
+    pub port: u16,
+    pub client: Client,
+    pub bootstrap: String,
+}
+
+impl Gateway {
+    /// Starts the echo upstream and Envoy for `examples`; `tweak` may change the FilterConfig
+    /// (e.g. the control-service timeout) before it is rendered.
+    pub fn start(
+        examples: &[&str],
+        control: SocketAddr,
+        tweak: impl FnOnce(&mut FilterConfig),
+    ) -> Result<Self> {
+        let echo = Echo::start()?;
+        let mut config = filter_config(&local_services(examples, echo.addr)?)?;
+        tweak(&mut config);
+        let (port, admin) = (free_port()?, free_port()?);
+        let mut options = EnvoyOptions::new(tollgate_wasm()?);
+        options.listen = SocketAddr::from(([127, 0, 0, 1], port));
+        options.admin = SocketAddr::from(([127, 0, 0, 1], admin));
+        options.backend_url = Some(format!("http://{control}"));
+        let bootstrap = render(&config, &options).map_err(anyhow::Error::msg)?;
+        let envoy = Envoy::start(&bootstrap, admin)?;
+        Ok(Self {
+            envoy,
+            echo,
+            port,
+            client: Client::new(port, Duration::from_secs(10)),
+            bootstrap,
+        })
+    }
+
+    pub fn send(&self, request: &Request<'_>) -> Result<Answer> {
+        self.client.send(request)
+    }
+
+    /// The value of one of Envoy's counters (`/stats`), 0 when absent.
+    pub fn counter(&self, name: &str) -> Result<u64> {
+        let stats = self.envoy.admin("/stats?usedonly")?;
+        Ok(stats
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(": ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0))
+    }
+}
+
+/// The example files the tests and the demo serve.
+pub const EXAMPLES: [&str; 2] = ["examples/sendgrid.json", "examples/twitter.json"];
+
+/// The example control-service data.
+pub fn control_data() -> Result<String> {
+    let path = workspace().join("examples/control.yaml");
+    std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+}
