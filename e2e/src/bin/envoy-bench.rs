@@ -14,7 +14,10 @@ use anyhow::{bail, Context, Result};
 use tollgate_e2e::envoy::{direct_response_bootstrap, Envoy};
 use tollgate_e2e::{free_port, workspace};
 
-const DURATION_SECONDS: u32 = 10;
+const DURATION_SECONDS: u32 = 5;
+/// Each case runs this many times, interleaved with the others, and reports its median: on a
+/// small machine wrk and Envoy share the cores and single runs vary by several percent.
+const ROUNDS: usize = 3;
 const CONNECTIONS: u32 = 16;
 
 /// Runs wrk against `url` and returns requests per second.
@@ -76,7 +79,6 @@ fn measure(case: &Case<'_>) -> Result<f64> {
     )?;
     let url = format!("http://127.0.0.1:{port}{}", case.path);
     expect_status(&url, case.host, case.status)?;
-    eprintln!("  measuring {} for {DURATION_SECONDS} s ...", case.name);
     wrk(&url, case.host)
 }
 
@@ -129,13 +131,31 @@ fn main() -> Result<()> {
         },
     ];
     println!(
-        "Envoy 1.40 (V8), 1 worker; wrk -t1 -c{CONNECTIONS} -d{DURATION_SECONDS}s on 127.0.0.1"
+        "Envoy 1.40 (V8), 1 worker; wrk -t1 -c{CONNECTIONS} -d{DURATION_SECONDS}s on 127.0.0.1, \
+         median of {ROUNDS} interleaved runs"
     );
+    let mut runs: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    for round in 1..=ROUNDS {
+        eprintln!(
+            "  round {round} of {ROUNDS} ({} s per case) ...",
+            DURATION_SECONDS
+        );
+        for (case, samples) in cases.iter().zip(runs.iter_mut()) {
+            samples.push(measure(case)?);
+        }
+    }
     let mut results = Vec::new();
-    for case in &cases {
-        let rps = measure(case)?;
-        println!("{:<32} {:>10.0} requests/s", case.name, rps);
-        results.push(rps);
+    for (case, mut samples) in cases.iter().zip(runs) {
+        samples.sort_by(f64::total_cmp);
+        let median = samples.get(samples.len() / 2).copied().unwrap_or(0.0);
+        let all: Vec<String> = samples.iter().map(|r| format!("{r:.0}")).collect();
+        println!(
+            "{:<32} {:>10.0} requests/s  (runs: {})",
+            case.name,
+            median,
+            all.join(", ")
+        );
+        results.push(median);
     }
     let [a, b, c, d] = results.as_slice() else {
         bail!("missing results");
