@@ -285,9 +285,7 @@ fn usage_table(control: SocketAddr) -> Result<()> {
             .body_mut()
             .read_to_string()?,
     )?;
-    println!(
-        "\n{BOLD}Usage the control service counted{RESET} (GET /_tollgate/usage)"
-    );
+    println!("\n{BOLD}Usage the control service counted{RESET} (GET /_tollgate/usage)");
     let services = usage
         .get("services")
         .and_then(Value::as_object)
