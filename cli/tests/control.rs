@@ -12,9 +12,9 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
+
+use common::{stderr, tollgate, workspace as root};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -78,15 +78,16 @@ fn bad_data_exits_64_naming_the_place() {
         "services:\n  - id: 1\n    service_token: t\n    plans: [{name: basic}]\n    applications:\n      - {app_id: a, plan: basic}\n      - {app_id: b, plan: gold}\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["control", "--data"])
-        .arg(&file)
-        .args(["--listen", "127.0.0.1:0"])
-        .output()
-        .unwrap();
+    let out = tollgate([
+        "control".as_ref(),
+        "--data".as_ref(),
+        file.as_os_str(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+    ]);
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(out.status.code(), Some(64));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = stderr(&out);
     assert!(
         stderr.contains("services[0].applications[1].plan: unknown plan \"gold\""),
         "{stderr}"

@@ -9,6 +9,9 @@
     clippy::panic
 )]
 
+mod common;
+
+use common::{stderr, stdout, tollgate, workspace};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -16,31 +19,8 @@ use std::process::{Command, Output};
 use serde_json::Value;
 use tollgate_cli::envoy::{render, EnvoyOptions};
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn example(name: &str) -> PathBuf {
     workspace().join("examples").join(format!("{name}.json"))
-}
-
-fn tollgate<I, S>(args: I) -> Output
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(args)
-        .output()
-        .expect("run tollgate")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// A directory of its own for one test, removed with it.
