@@ -311,18 +311,23 @@ impl Request {
             .map(|(_, v)| v.as_slice())
     }
 
+    /// `:method` and `:authority` (else `Host`), empty when absent.
+    fn method_and_authority(&self) -> (&[u8], &[u8]) {
+        let method = self.header(":method").unwrap_or_default();
+        let authority = self
+            .header(":authority")
+            .or_else(|| self.header("host"))
+            .unwrap_or_default();
+        (method, authority)
+    }
+
     /// Decides the request and acts: a local reply, or a call to the control service.
     fn decide(&mut self, body: Option<&[u8]>) -> Action {
         let Some(filter) = self.filter.clone() else {
             return internal_error();
         };
-        let empty: &[u8] = &[];
-        let method = self.header(":method").unwrap_or(empty);
-        let authority = self
-            .header(":authority")
-            .or_else(|| self.header("host"))
-            .unwrap_or(empty);
-        let target = self.header(":path").unwrap_or(empty);
+        let (method, authority) = self.method_and_authority();
+        let target = self.header(":path").unwrap_or_default();
         let view = RequestView {
             method,
             authority,
@@ -457,12 +462,7 @@ impl HttpContext for Request {
         let Some(filter) = self.filter.clone() else {
             return internal_error();
         };
-        let empty: &[u8] = &[];
-        let method = self.header(":method").unwrap_or(empty);
-        let authority = self
-            .header(":authority")
-            .or_else(|| self.header("host"))
-            .unwrap_or(empty);
+        let (method, authority) = self.method_and_authority();
         let too_long = self
             .header("content-length")
             .and_then(|v| std::str::from_utf8(v).ok())
