@@ -89,6 +89,8 @@ pub enum RuleField<'a> {
 /// A place in the configuration model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Loc<'a> {
+    /// A top-level field of the FilterConfig (`request_line_max_bytes`).
+    Field(&'static str),
     /// A field of the `control_service` section (`cluster`, `timeout_ms`).
     ControlService(&'static str),
     Services,
@@ -107,6 +109,7 @@ pub struct FilterConfigPaths;
 impl SourcePaths for FilterConfigPaths {
     fn path(&self, loc: Loc<'_>) -> String {
         match loc {
+            Loc::Field(field) => field.into(),
             Loc::ControlService(field) => format!("control_service.{field}"),
             Loc::Services => "services".into(),
             Loc::Service(i, field) => {
@@ -255,6 +258,8 @@ pub struct Compiled {
     pub services: Vec<Service>,
     pub(crate) hosts: HostIndex,
     pub request_body_max_bytes: usize,
+    /// Longest request line answered (method, target, `HTTP/1.1`, CRLF); longer gets 414.
+    pub request_line_max_bytes: usize,
     /// The Envoy cluster control-service calls go to.
     pub control_cluster: Box<str>,
     pub control_timeout_ms: u32,
@@ -262,6 +267,9 @@ pub struct Compiled {
 
 /// The longest control-service timeout accepted.
 pub const MAX_CONTROL_SERVICE_TIMEOUT_MS: u32 = 60_000;
+/// The range of `request_line_max_bytes`: a decision's working memory grows with it (see
+/// [`crate::decision::Scratch`]), and even `GET / HTTP/1.1` needs 16 bytes.
+pub const REQUEST_LINE_MAX_BYTES_RANGE: std::ops::RangeInclusive<u32> = 64..=1024 * 1024;
 
 impl Compiled {
     pub fn service(&self, index: u32) -> Option<&Service> {
@@ -307,6 +315,17 @@ pub fn compile(
             ),
         );
     }
+    let line_max = config.request_line_max_bytes;
+    if !REQUEST_LINE_MAX_BYTES_RANGE.contains(&line_max) {
+        diags.error(
+            paths.path(Loc::Field("request_line_max_bytes")),
+            format!(
+                "{line_max} is not between {} and {} bytes",
+                REQUEST_LINE_MAX_BYTES_RANGE.start(),
+                REQUEST_LINE_MAX_BYTES_RANGE.end()
+            ),
+        );
+    }
     let mut hosts = HostIndex::default();
     let mut services = Vec::with_capacity(config.services.len());
     let mut seen_ids: Vec<&str> = Vec::new();
@@ -340,6 +359,7 @@ pub fn compile(
         control_timeout_ms: timeout,
         request_body_max_bytes: usize::try_from(config.request_body_max_bytes)
             .unwrap_or(usize::MAX),
+        request_line_max_bytes: usize::try_from(line_max).unwrap_or(usize::MAX),
     })
 }
 

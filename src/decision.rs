@@ -17,6 +17,9 @@ use crate::rules::MatchScratch;
 /// Why a request is answered without asking the control service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DenyReason {
+    /// The request line is longer than `request_line_max_bytes`: NGINX's 414, before anything
+    /// else is looked at.
+    UriTooLong,
     /// NGINX would refuse the request target with 400.
     BadRequest(BadPath),
     /// No service has the request's host: 404, empty body.
@@ -31,6 +34,7 @@ impl DenyReason {
     /// A stable name for logs, stats and `explain`.
     pub fn as_str(self) -> &'static str {
         match self {
+            DenyReason::UriTooLong => "uri_too_long",
             DenyReason::BadRequest(_) => "bad_request",
             DenyReason::UnknownService => "unknown_service",
             DenyReason::AuthMissing => "auth_missing",
@@ -42,6 +46,7 @@ impl DenyReason {
 impl fmt::Display for DenyReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            DenyReason::UriTooLong => f.write_str("the request line is too long"),
             DenyReason::BadRequest(why) => write!(f, "bad request: {why}"),
             DenyReason::UnknownService => f.write_str("no service for this host"),
             DenyReason::AuthMissing => f.write_str("credentials missing"),
@@ -53,6 +58,7 @@ impl fmt::Display for DenyReason {
 impl DenyReason {
     pub fn outcome(self) -> Outcome {
         match self {
+            DenyReason::UriTooLong => Outcome::UriTooLong,
             DenyReason::BadRequest(_) => Outcome::BadRequest,
             DenyReason::UnknownService => Outcome::UnknownService,
             DenyReason::AuthMissing => Outcome::AuthMissing,
@@ -74,10 +80,11 @@ pub enum Outcome {
     /// auth-failed error).
     ControlServiceError,
     BadRequest,
+    UriTooLong,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::Authorized,
         Outcome::AuthMissing,
         Outcome::AuthFailed,
@@ -86,6 +93,7 @@ impl Outcome {
         Outcome::LimitsExceeded,
         Outcome::ControlServiceError,
         Outcome::BadRequest,
+        Outcome::UriTooLong,
     ];
 
     pub fn name(self) -> &'static str {
@@ -98,6 +106,7 @@ impl Outcome {
             Outcome::LimitsExceeded => "limits_exceeded",
             Outcome::ControlServiceError => "control_service_error",
             Outcome::BadRequest => "bad_request",
+            Outcome::UriTooLong => "uri_too_long",
         }
     }
 }
@@ -141,6 +150,7 @@ impl<'c> Decision<'c, '_> {
             return None;
         };
         let kind = match reason {
+            DenyReason::UriTooLong => return Some(URI_TOO_LONG),
             DenyReason::BadRequest(_) => return Some(plain(400)),
             DenyReason::UnknownService => return Some(plain(404)),
             DenyReason::AuthMissing => ErrorKind::AuthMissing,
@@ -153,6 +163,20 @@ impl<'c> Decision<'c, '_> {
             body: &e.body,
         })
     }
+}
+
+/// NGINX's own answer to a request line that does not fit its header buffer, byte for byte.
+const URI_TOO_LONG: Response<'static> = Response {
+    status: 414,
+    content_type: "text/html",
+    body: "<html>\r\n<head><title>414 Request-URI Too Large</title></head>\r\n<body>\r\n\
+           <center><h1>414 Request-URI Too Large</h1></center>\r\n\
+           <hr><center>nginx</center>\r\n</body>\r\n</html>\r\n",
+};
+
+/// How long NGINX counts a request line: method, space, target, space, `HTTP/1.1`, CRLF.
+pub fn request_line_len(method: &[u8], target: &[u8]) -> usize {
+    method.len() + target.len() + " HTTP/1.1\r\n".len() + 1
 }
 
 /// An empty-bodied answer NGINX or APIcast gives before a service's own errors apply.
@@ -210,6 +234,9 @@ impl Compiled {
             credentials,
             verdict: Verdict::Deny(reason),
         };
+        if request_line_len(req.method, req.target) > self.request_line_max_bytes {
+            return deny(None, None, DenyReason::UriTooLong);
+        }
         let matched_path = match path::normalize(req.target, &mut scratch.path) {
             Ok(p) => p,
             Err(why) => return deny(None, None, DenyReason::BadRequest(why)),

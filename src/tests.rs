@@ -527,3 +527,71 @@ fn bodies_matter_only_where_apicast_reads_them() {
     let conditions = compiled(json!([s]));
     assert!(conditions.wants_body(b"POST", b"localhost", &form));
 }
+
+/// NGINX with APIcast's `large_client_header_buffers 4 8k` (observed with Debian's nginx 1.22.1,
+/// as in `t/large-client-header-buffers.t`): a request line of 8192 bytes, CRLF included, is
+/// served; one of 8193 gets 414 with NGINX's page, before the host or credentials matter.
+#[test]
+fn a_request_line_over_the_limit_gets_nginxs_414() {
+    let c = compiled(json!([service(1, json!([r("GET", "/", "hits", 1)]))]));
+    assert_eq!(c.request_line_max_bytes, 8192);
+    let fill = |method: &str, line: usize| {
+        let target_len = line - method.len() - " HTTP/1.1\r\n".len() - 1;
+        format!(
+            "/?user_key=k&pad={}",
+            "a".repeat(target_len - "/?user_key=k&pad=".len())
+        )
+    };
+    for method in ["GET", "DELETE"] {
+        let fits = fill(method, 8192);
+        let seen = decide(&c, get(&fits).method(method));
+        assert_ne!(
+            seen.verdict,
+            Verdict::Deny(DenyReason::UriTooLong),
+            "{method}"
+        );
+        let over = fill(method, 8193);
+        let seen = decide(&c, get(&over).method(method).host("unknown.example"));
+        assert_eq!(seen.verdict, Verdict::Deny(DenyReason::UriTooLong));
+        assert_eq!(seen.status, Some(414));
+        assert_eq!(seen.content_type.as_deref(), Some("text/html"));
+        let body = seen.body.unwrap();
+        assert!(body.starts_with("<html>\r\n<head><title>414 Request-URI Too Large</title>"));
+        assert_eq!(body.len(), 170, "NGINX's page is 170 bytes");
+    }
+    let over = fill("GET", 8193);
+    assert_eq!(
+        decide(&c, get(&over)).verdict,
+        Verdict::Deny(DenyReason::UriTooLong)
+    );
+}
+
+#[test]
+fn the_request_line_limit_is_configurable_and_checked() {
+    let mut doc = load(
+        json!({"services": [service(1, json!([r("GET", "/", "hits", 1)]))]})
+            .to_string()
+            .as_bytes(),
+    )
+    .config
+    .map(|c| serde_json::to_value(c).unwrap())
+    .unwrap();
+    assert_eq!(doc["request_line_max_bytes"], 8192);
+    doc["request_line_max_bytes"] = json!(65536);
+    let c = load(doc.to_string().as_bytes()).compiled.unwrap();
+    let long = format!("/?user_key=k&pad={}", "a".repeat(60_000));
+    assert_eq!(decide(&c, get(&long)).verdict, Verdict::Authorize);
+    // Written before the field existed: the default applies.
+    doc.as_object_mut()
+        .unwrap()
+        .remove("request_line_max_bytes");
+    let c = load(doc.to_string().as_bytes()).compiled.unwrap();
+    assert_eq!(c.request_line_max_bytes, 8192);
+    for bad in [0, 63, 1024 * 1024 + 1] {
+        doc["request_line_max_bytes"] = json!(bad);
+        let l = load(doc.to_string().as_bytes());
+        assert!(l.compiled.is_none());
+        let d = l.diagnostics.errors().next().unwrap();
+        assert_eq!(d.path, "request_line_max_bytes", "{d}");
+    }
+}

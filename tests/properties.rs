@@ -130,6 +130,7 @@ fn json_key() -> BoxedStrategy<String> {
         "kind",
         "version",
         "request_body_max_bytes",
+        "request_line_max_bytes",
         "id",
         "name",
         "system_name",
@@ -196,6 +197,7 @@ const PATH_PREFIXES: &[&str] = &[
     "kind",
     "version",
     "request_body_max_bytes",
+    "request_line_max_bytes",
     "control_service",
 ];
 
@@ -1578,13 +1580,21 @@ fn check_decision(
                     }
                     prop_assert_eq!(r.status, 400);
                 }
+                DenyReason::UriTooLong => {
+                    prop_assert_eq!(r.status, 414);
+                    let line = tollgate::decision::request_line_len(req.method, req.target);
+                    prop_assert!(line > compiled.request_line_max_bytes);
+                }
                 DenyReason::UnknownService => prop_assert_eq!(r.status, 404),
                 DenyReason::AuthMissing => prop_assert!(decision.credentials.is_none()),
                 DenyReason::NoMatch => prop_assert!(scratch.usage().is_empty()),
             }
         }
     }
-    if !matches!(decision.verdict, Verdict::Deny(DenyReason::BadRequest(_))) {
+    if !matches!(
+        decision.verdict,
+        Verdict::Deny(DenyReason::BadRequest(_) | DenyReason::UriTooLong)
+    ) {
         prop_assert!(
             scratch.matched_path().is_ascii(),
             "matched path is not ASCII: {:?}",

@@ -228,7 +228,9 @@ fn explanation(decision: &Decision<'_, '_>, scratch: &Scratch) -> Explanation {
     };
     let response = decision.response();
     let path = match decision.verdict {
-        Verdict::Deny(tollgate::DenyReason::BadRequest(_)) => None,
+        Verdict::Deny(tollgate::DenyReason::BadRequest(_) | tollgate::DenyReason::UriTooLong) => {
+            None
+        }
         _ => Some(lossy(scratch.matched_path())),
     };
     let authrep = match (decision.verdict, service, &decision.credentials) {

@@ -12,7 +12,7 @@ mod common;
 use common::*;
 use tollgate_testhost::{Error, LogLevel};
 
-const OUTCOMES: [&str; 8] = [
+const OUTCOMES: [&str; 9] = [
     "authorized",
     "auth_missing",
     "auth_failed",
@@ -21,6 +21,7 @@ const OUTCOMES: [&str; 8] = [
     "limits_exceeded",
     "control_service_error",
     "bad_request",
+    "uri_too_long",
 ];
 
 fn configured_everywhere(config: Vec<u8>) {

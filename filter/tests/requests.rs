@@ -110,6 +110,21 @@ fn a_bad_request_target_is_refused() {
     check(&host, &[]);
 }
 
+/// NGINX's 414 for a request line over 8 KiB, before any other check and without a callout.
+#[test]
+fn a_request_line_over_the_limit_is_refused_with_414() {
+    let host = host(sendgrid());
+    let long = format!(
+        "/api/mail.send.json?api_user=a&api_key=b&pad={}",
+        "x".repeat(8200)
+    );
+    let r = local_reply(&get(&host, 0, SG, &long));
+    assert_eq!(r.status, 414, "{r:?}");
+    assert!(String::from_utf8_lossy(&r.body).contains("414 Request-URI Too Large"));
+    only_counter(&host, "uri_too_long", 1);
+    check(&host, &[]);
+}
+
 fn authorized(config: Vec<u8>) {
     let host = host(config);
     let s = host.worker(1).request(&[

@@ -25,6 +25,14 @@ pub const DEFAULT_REQUEST_BODY_MAX_BYTES: u32 = 64 * 1024;
 pub const DEFAULT_CONTROL_SERVICE_CLUSTER: &str = "tollgate_control_service";
 /// How long a control-service call may take before the request is answered without it.
 pub const DEFAULT_CONTROL_SERVICE_TIMEOUT_MS: u32 = 1000;
+/// The longest request line answered, line break included: APIcast runs NGINX with
+/// `large_client_header_buffers 4 8k`, and NGINX answers 414 to a request line that does not fit
+/// one such buffer.
+pub const DEFAULT_REQUEST_LINE_MAX_BYTES: u32 = 8 * 1024;
+
+fn default_request_line_max_bytes() -> u32 {
+    DEFAULT_REQUEST_LINE_MAX_BYTES
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +41,10 @@ pub struct FilterConfig {
     pub version: u32,
     /// urlencoded request bodies longer than this are not read for arguments or credentials.
     pub request_body_max_bytes: u32,
+    /// A request line (`<method> <target> HTTP/1.1` and CRLF) longer than this gets NGINX's 414
+    /// before anything else is looked at. Absent in documents written before it existed.
+    #[serde(default = "default_request_line_max_bytes")]
+    pub request_line_max_bytes: u32,
     pub control_service: ControlServiceConfig,
     pub services: Vec<ServiceConfig>,
 }
@@ -278,6 +290,7 @@ impl FilterConfig {
             kind: KIND.into(),
             version: VERSION,
             request_body_max_bytes: DEFAULT_REQUEST_BODY_MAX_BYTES,
+            request_line_max_bytes: DEFAULT_REQUEST_LINE_MAX_BYTES,
             control_service: ControlServiceConfig::default(),
             services,
         }

@@ -49,6 +49,8 @@ impl SourcePaths for ThreescalePaths {
                 .unwrap_or_default()
         };
         match loc {
+            // Not in 3scale documents: their translation always takes the default.
+            Loc::Field(field) => field.into(),
             Loc::ControlService(field) => format!("control_service.{field}"),
             Loc::Services => self.list.clone(),
             Loc::Service(i, field) => {
