@@ -6,7 +6,7 @@
 //! - mapping-rule query conditions and body credentials use lua-nginx-module's arg tables:
 //!   names and values percent-decoded (`+` is a space, an invalid `%` escape stays as it is),
 //!   a bare `name` is the flag `true`, empty names are skipped and only the first
-//!   [`MAX_ARGS`] arguments are parsed ([`FormArgs`]).
+//!   [`MAX_ARGS`] `&`-separated pieces are parsed, empty ones included ([`FormArgs`]).
 
 use crate::percent::hex_value;
 
@@ -37,12 +37,14 @@ pub enum ArgValue<'a> {
 }
 
 /// Iterates `(raw name, value)` over an urlencoded string the way lua-nginx-module builds its
-/// arg table: pieces split on `&`, the name ends at the first `=`, empty names are skipped,
-/// at most [`MAX_ARGS`] arguments.
+/// arg table (`ngx_http_lua_parse_args`): pieces split on `&`, the name ends at the first `=`,
+/// pieces with an empty name are skipped, and parsing stops after the [`MAX_ARGS`]th `&`, so
+/// every piece counts toward the limit, empty ones (`&&`) included. The last piece, with no
+/// `&` after it, is parsed when that limit was not reached.
 #[derive(Debug, Clone)]
 pub struct FormArgs<'a> {
     rest: &'a [u8],
-    yielded: usize,
+    pieces: usize,
     done: bool,
 }
 
@@ -50,7 +52,7 @@ impl<'a> FormArgs<'a> {
     pub fn new(encoded: &'a [u8]) -> Self {
         Self {
             rest: encoded,
-            yielded: 0,
+            pieces: 0,
             done: encoded.is_empty(),
         }
     }
@@ -60,11 +62,14 @@ impl<'a> Iterator for FormArgs<'a> {
     type Item = (&'a [u8], ArgValue<'a>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        while !self.done && self.yielded < MAX_ARGS {
+        while !self.done {
             let piece = match self.rest.iter().position(|&b| b == b'&') {
                 Some(i) => {
                     let piece = self.rest.get(..i).unwrap_or_default();
                     self.rest = self.rest.get(i + 1..).unwrap_or_default();
+                    self.pieces += 1;
+                    // lua-nginx-module stops right after the piece its limit counts.
+                    self.done = self.pieces >= MAX_ARGS || self.rest.is_empty();
                     piece
                 }
                 None => {
@@ -83,7 +88,6 @@ impl<'a> Iterator for FormArgs<'a> {
             if name.is_empty() {
                 continue;
             }
-            self.yielded += 1;
             return Some((name, value));
         }
         None
@@ -261,6 +265,23 @@ mod tests {
         );
         // names are decoded before comparing
         assert_eq!(last_arg(b"a%5Fb=1", b"a_b"), Some(ArgValue::Raw(b"1")));
+    }
+
+    #[test]
+    fn empty_pieces_count_toward_the_limit() {
+        // ngx_http_lua_parse_args counts every '&', even between empty pieces.
+        let q = format!("{}late=1", "&".repeat(MAX_ARGS));
+        assert_eq!(last_arg(q.as_bytes(), b"late"), None);
+        let q = format!("{}late=1", "&".repeat(MAX_ARGS - 1));
+        assert_eq!(last_arg(q.as_bytes(), b"late"), Some(ArgValue::Raw(b"1")));
+        let q = format!("{}late=1", "=x&".repeat(MAX_ARGS));
+        assert_eq!(last_arg(q.as_bytes(), b"late"), None);
+        // The 100th piece itself is still parsed.
+        let q = format!("{}late=1&after=1", "&".repeat(MAX_ARGS - 1));
+        assert_eq!(last_arg(q.as_bytes(), b"late"), Some(ArgValue::Raw(b"1")));
+        assert_eq!(last_arg(q.as_bytes(), b"after"), None);
+        // A trailing '&' ends the string: nothing after it.
+        assert_eq!(FormArgs::new(b"a=1&").count(), 1);
     }
 
     #[test]

@@ -1981,8 +1981,10 @@ proptest! {
         let model: Vec<_> = if encoded.is_empty() {
             Vec::new()
         } else {
+            // ngx_http_lua_parse_args: every '&'-separated piece counts toward the limit.
             encoded
                 .split(|&b| b == b'&')
+                .take(MAX_ARGS)
                 .filter_map(|piece| {
                     let (name, value) = match piece.iter().position(|&b| b == b'=') {
                         Some(i) => (&piece[..i], ArgValue::Raw(&piece[i + 1..])),
@@ -1990,7 +1992,6 @@ proptest! {
                     };
                     (!name.is_empty()).then_some((name, value))
                 })
-                .take(MAX_ARGS)
                 .collect()
         };
         prop_assert_eq!(got, model);
@@ -2356,20 +2357,21 @@ fn trie_matches_what_the_apicast_regex_matches() {
 // Mapping-rule query conditions, against a model of APIcast's arg tables
 // ---------------------------------------------------------------------------------------------
 
-/// lua-nginx-module's arg table lookup: the last of the first [`MAX_ARGS`] arguments whose
-/// decoded name is `name`; a body argument wins over a URI one.
+/// lua-nginx-module's arg table lookup: among the first [`MAX_ARGS`] `&`-separated pieces
+/// (empty ones count), the last whose decoded name is `name`; a body argument wins over a URI
+/// one.
 fn last_arg_model<'a>(encoded: &'a [u8], name: &[u8]) -> Option<ArgValue<'a>> {
     if encoded.is_empty() {
         return None;
     }
     encoded
         .split(|&b| b == b'&')
+        .take(MAX_ARGS)
         .map(|piece| match piece.iter().position(|&b| b == b'=') {
             Some(i) => (&piece[..i], ArgValue::Raw(&piece[i + 1..])),
             None => (piece, ArgValue::Flag),
         })
         .filter(|(n, _)| !n.is_empty())
-        .take(MAX_ARGS)
         .filter(|(n, _)| args::decode(n) == name)
         .last()
         .map(|(_, v)| v)
@@ -2392,9 +2394,11 @@ proptest! {
         body in proptest::option::of(vec(select(&["a=a b", "a=%7Bx%7D", "x_y", "b=2"][..]), 0..3)
             .prop_map(|p| p.join("&"))),
         many in 0usize..3,
+        empty in prop_oneof![Just(0usize), 0usize..120],
     ) {
-        // Sometimes push the interesting arguments past lua-nginx-module's limit.
-        let query = format!("{}{query}", "p=1&".repeat(many * 60));
+        // Sometimes push the interesting arguments past lua-nginx-module's limit, with
+        // arguments or with empty pieces (which count too).
+        let query = format!("{}{}{query}", "p=1&".repeat(many * 60), "&".repeat(empty));
         let condition = QueryCondition::new(name, &value);
         let variable = regex::Regex::new(r"(?-u:\{[-\w_]+\})").unwrap();
         let present_only = variable.is_match(&value);
