@@ -14,7 +14,7 @@ use crate::credentials::CredentialSource;
 use crate::diagnostics::Diagnostics;
 use crate::rules::pattern::analyze;
 use crate::rules::query::QueryCondition;
-use crate::rules::{RuleInput, RuleSet, ANY_METHOD};
+use crate::rules::{RefusalKind, RuleInput, RuleLimits, RuleSet, ANY_METHOD};
 use crate::service::{normalize_host, HostIndex, MAX_HOST_LEN};
 use crate::url::HttpUrl;
 
@@ -267,6 +267,10 @@ pub struct Compiled {
 
 /// The longest control-service timeout accepted.
 pub const MAX_CONTROL_SERVICE_TIMEOUT_MS: u32 = 60_000;
+/// Trie nodes all services' mapping rules may need together, before compression (about one
+/// per pattern byte no other pattern shares): a 60,000-rule configuration needs about a
+/// million; compiling takes about 100 bytes a node, once.
+pub const MAX_TRIE_NODES: usize = 4_000_000;
 /// The range of `request_line_max_bytes`: a decision's working memory grows with it (see
 /// [`crate::decision::Scratch`]), and even `GET / HTTP/1.1` needs 16 bytes.
 pub const REQUEST_LINE_MAX_BYTES_RANGE: std::ops::RangeInclusive<u32> = 64..=1024 * 1024;
@@ -327,6 +331,7 @@ pub fn compile(
         );
     }
     let mut hosts = HostIndex::default();
+    let mut nodes_left = MAX_TRIE_NODES;
     let mut services = Vec::with_capacity(config.services.len());
     let mut seen_ids: Vec<&str> = Vec::new();
     for (i, svc) in config.services.iter().enumerate() {
@@ -345,7 +350,7 @@ pub fn compile(
         }
         seen_ids.push(&svc.id);
         index_hosts(svc, i, &mut hosts, paths, diags);
-        if let Some(service) = compile_service(svc, i, cluster, paths, diags) {
+        if let Some(service) = compile_service(svc, i, cluster, &mut nodes_left, paths, diags) {
             services.push(service);
         }
     }
@@ -424,6 +429,7 @@ fn compile_service(
     svc: &ServiceConfig,
     i: usize,
     control_cluster: &str,
+    nodes_left: &mut usize,
     paths: &dyn SourcePaths,
     diags: &mut Diagnostics,
 ) -> Option<Service> {
@@ -622,13 +628,27 @@ fn compile_service(
             conditions,
         });
     }
-    let (rules, broken) = RuleSet::compile(inputs);
-    for b in broken {
+    let limits = RuleLimits {
+        max_nodes: *nodes_left,
+        ..RuleLimits::DEFAULT
+    };
+    let built = RuleSet::build(inputs, limits);
+    *nodes_left = nodes_left.saturating_sub(built.nodes);
+    for b in built.uncompilable {
         diags.warning(
             paths.path(Loc::Rule(i, b.rule, RuleField::Pattern)),
             format!("pattern is not a regular expression tollgate can evaluate ({}); this rule never matches", b.reason),
         );
     }
+    for r in built.refused {
+        let field = match r.kind {
+            RefusalKind::TooManyMethods => RuleField::Method,
+            RefusalKind::TooManyNodes | RefusalKind::Pattern => RuleField::Pattern,
+        };
+        diags.error(paths.path(Loc::Rule(i, r.rule, field)), r.reason);
+        ok = false;
+    }
+    let rules = built.set;
     if svc.mapping_rules.is_empty() {
         diags.warning(
             at(ServiceField::Rules),

@@ -12,7 +12,7 @@ use crate::config::DEFAULT_ERROR_CONTENT_TYPE;
 use crate::credentials::{Credentials, Sources};
 use crate::path::{self, BadPath, PathBuffers};
 use crate::request::{any_header_contains, RequestView};
-use crate::rules::MatchScratch;
+use crate::rules::{Evaluated, MatchScratch};
 
 /// Why a request is answered without asking the control service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +22,10 @@ pub enum DenyReason {
     UriTooLong,
     /// NGINX would refuse the request target with 400.
     BadRequest(BadPath),
+    /// Matching the path against the service's rules would cost more than the bound on one
+    /// decision ([`crate::rules::MatchLimits`]): refused like a request line that is too
+    /// long (414), rather than authorized with less usage than APIcast would count.
+    MatchLimit,
     /// No service has the request's host: 404, empty body.
     UnknownService,
     /// The service's credentials are missing (401 by default).
@@ -36,6 +40,7 @@ impl DenyReason {
         match self {
             DenyReason::UriTooLong => "uri_too_long",
             DenyReason::BadRequest(_) => "bad_request",
+            DenyReason::MatchLimit => "match_limit",
             DenyReason::UnknownService => "unknown_service",
             DenyReason::AuthMissing => "auth_missing",
             DenyReason::NoMatch => "no_match",
@@ -48,6 +53,9 @@ impl fmt::Display for DenyReason {
         match self {
             DenyReason::UriTooLong => f.write_str("the request line is too long"),
             DenyReason::BadRequest(why) => write!(f, "bad request: {why}"),
+            DenyReason::MatchLimit => {
+                f.write_str("matching the path would cost more than the bound on one decision")
+            }
             DenyReason::UnknownService => f.write_str("no service for this host"),
             DenyReason::AuthMissing => f.write_str("credentials missing"),
             DenyReason::NoMatch => f.write_str("no mapping rule matched"),
@@ -60,6 +68,7 @@ impl DenyReason {
         match self {
             DenyReason::UriTooLong => Outcome::UriTooLong,
             DenyReason::BadRequest(_) => Outcome::BadRequest,
+            DenyReason::MatchLimit => Outcome::MatchLimit,
             DenyReason::UnknownService => Outcome::UnknownService,
             DenyReason::AuthMissing => Outcome::AuthMissing,
             DenyReason::NoMatch => Outcome::NoMatch,
@@ -81,10 +90,12 @@ pub enum Outcome {
     ControlServiceError,
     BadRequest,
     UriTooLong,
+    /// Refused because matching would cost more than the bound on one decision.
+    MatchLimit,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 9] = [
+    pub const ALL: [Outcome; 10] = [
         Outcome::Authorized,
         Outcome::AuthMissing,
         Outcome::AuthFailed,
@@ -94,6 +105,7 @@ impl Outcome {
         Outcome::ControlServiceError,
         Outcome::BadRequest,
         Outcome::UriTooLong,
+        Outcome::MatchLimit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -107,6 +119,7 @@ impl Outcome {
             Outcome::ControlServiceError => "control_service_error",
             Outcome::BadRequest => "bad_request",
             Outcome::UriTooLong => "uri_too_long",
+            Outcome::MatchLimit => "match_limit",
         }
     }
 }
@@ -150,7 +163,7 @@ impl<'c> Decision<'c, '_> {
             return None;
         };
         let kind = match reason {
-            DenyReason::UriTooLong => return Some(URI_TOO_LONG),
+            DenyReason::UriTooLong | DenyReason::MatchLimit => return Some(URI_TOO_LONG),
             DenyReason::BadRequest(_) => return Some(plain(400)),
             DenyReason::UnknownService => return Some(plain(404)),
             DenyReason::AuthMissing => ErrorKind::AuthMissing,
@@ -190,15 +203,50 @@ fn plain(status: u16) -> Response<'static> {
 
 /// Working memory reused across requests, so a decision allocates nothing once warmed up
 /// (credentials decoded from a body or Basic auth are the exception).
+///
+/// Bounded: during a decision it holds about `6 × request_line_max_bytes` for the path (the
+/// decoded and re-escaped copies; an escape can triple a raw byte), at most
+/// [`crate::rules::trie::WalkLimits::DEFAULT`]'s cache for the matcher, and 4 bytes per
+/// candidate rule. Each decision starts by giving back whatever the previous one grew beyond
+/// [`SCRATCH_RETAIN_BYTES`] per buffer, so a worker keeps little after an oversized request.
 #[derive(Debug, Default, Clone)]
 pub struct Scratch {
     path: PathBuffers,
     rules: MatchScratch,
 }
 
+/// What a [`Scratch`] keeps per buffer between decisions.
+pub const SCRATCH_RETAIN_BYTES: usize = 32 * 1024;
+
 impl Scratch {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Heap bytes held (for tests and benchmarks).
+    pub fn capacity_bytes(&self) -> usize {
+        self.path.capacity_bytes() + self.rules.capacity_bytes()
+    }
+
+    /// Gives back what an unusually large previous decision grew (a long path, a walk that
+    /// built DFA states or stepped many positions); cheap to check otherwise.
+    fn trim_after_large_decision(&mut self) {
+        if self.path.capacity_bytes() > 2 * SCRATCH_RETAIN_BYTES
+            || self.rules.may_hold_more_than(SCRATCH_RETAIN_BYTES)
+        {
+            self.path.trim(SCRATCH_RETAIN_BYTES);
+            self.rules.trim(SCRATCH_RETAIN_BYTES);
+        }
+    }
+
+    /// What the last decision's matching spent.
+    pub fn match_work(&self) -> crate::rules::trie::WalkWork {
+        self.rules.work()
+    }
+
+    /// The rules' working memory, for what else it can tell (arguments read, regex work).
+    pub fn rules(&self) -> &MatchScratch {
+        &self.rules
     }
 
     /// The path the rules were matched against (normalised and re-escaped).
@@ -229,12 +277,14 @@ impl Compiled {
     ) -> Decision<'c, 'r> {
         scratch.rules.matched.clear();
         scratch.rules.usage.clear();
+        scratch.trim_after_large_decision();
         let deny = |service, credentials, reason| Decision {
             service,
             credentials,
             verdict: Verdict::Deny(reason),
         };
         if request_line_len(req.method, req.target) > self.request_line_max_bytes {
+            scratch.path.clear();
             return deny(None, None, DenyReason::UriTooLong);
         }
         let matched_path = match path::normalize(req.target, &mut scratch.path) {
@@ -256,9 +306,12 @@ impl Compiled {
         let Some(credentials) = credentials else {
             return deny(Some(service), None, DenyReason::AuthMissing);
         };
-        service
+        let evaluated = service
             .rules
             .evaluate(req.method, matched_path, &args, &mut scratch.rules);
+        if evaluated == Evaluated::Exhausted {
+            return deny(Some(service), Some(credentials), DenyReason::MatchLimit);
+        }
         if scratch.rules.usage.is_empty() {
             return deny(Some(service), Some(credentials), DenyReason::NoMatch);
         }

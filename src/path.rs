@@ -233,6 +233,27 @@ impl PathBuffers {
     pub fn matched(&self) -> &[u8] {
         &self.escaped
     }
+
+    /// Forgets the last path.
+    pub fn clear(&mut self) {
+        self.escaped.clear();
+        self.decoded.clear();
+    }
+
+    /// Gives back memory beyond `retain` bytes per buffer (after an unusually long path).
+    pub fn trim(&mut self, retain: usize) {
+        for buffer in [&mut self.decoded, &mut self.escaped] {
+            if buffer.capacity() > retain {
+                buffer.clear();
+                buffer.shrink_to(retain);
+            }
+        }
+    }
+
+    /// Heap bytes held.
+    pub fn capacity_bytes(&self) -> usize {
+        self.decoded.capacity() + self.escaped.capacity()
+    }
 }
 
 /// The string APIcast matches mapping rules against, for a raw request target.

@@ -12,7 +12,7 @@ mod common;
 use common::*;
 use tollgate_testhost::{Error, LogLevel};
 
-const OUTCOMES: [&str; 9] = [
+const OUTCOMES: [&str; 10] = [
     "authorized",
     "auth_missing",
     "auth_failed",
@@ -22,6 +22,7 @@ const OUTCOMES: [&str; 9] = [
     "control_service_error",
     "bad_request",
     "uri_too_long",
+    "match_limit",
 ];
 
 fn configured_everywhere(config: Vec<u8>) {

@@ -7,9 +7,11 @@
 //!
 //! Every other regex metacharacter keeps its regex meaning in APIcast (`+` is a quantifier).
 //! Literal bytes, placeholders, `$` at the end, and the common regex constructs (character
-//! classes, `\d`-style escapes, `+` and `*` on one atom, groups of alternatives) are expanded
-//! into trie tokens; a placeholder is just one kind of class repeat. Whatever else a pattern
-//! uses (a `|` outside any group, a quantified group, back-references…) keeps APIcast's regex.
+//! classes, `\d`-style escapes, `+` and `*` on one atom or on a group of one-byte
+//! alternatives, groups of alternatives, a `|` outside any group) are expanded into trie
+//! tokens; a placeholder is just one kind of class repeat. Whatever else a pattern uses (a
+//! quantified group of longer alternatives, back-references, anchors in the middle…) keeps
+//! APIcast's regex. A pattern nesting groups deeper than PCRE accepts is refused.
 
 /// A set of bytes, for a repeat edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -17,6 +19,7 @@ pub struct ByteClass([u64; 4]);
 
 impl ByteClass {
     pub const EMPTY: ByteClass = ByteClass([0; 4]);
+    pub const ALL: ByteClass = ByteClass([u64::MAX; 4]);
 
     /// A placeholder's bytes: `[\w\-.~%!$&'()*+,;=@:]`.
     pub const PLACEHOLDER: ByteClass = ByteClass::EMPTY
@@ -80,6 +83,20 @@ impl ByteClass {
         ByteClass([!a0, !a1, !a2, !a3])
     }
 
+    /// Whether every byte of `self` is in `other`.
+    pub fn is_subset(&self, other: &Self) -> bool {
+        self.0.iter().zip(other.0).all(|(a, b)| a & !b == 0)
+    }
+
+    /// How many bytes the class holds.
+    pub fn len(&self) -> u32 {
+        self.0.iter().map(|w| w.count_ones()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0 == [0; 4]
+    }
+
     /// The bytes in the class, if there are at most `limit`.
     fn members(&self, limit: usize) -> Option<Vec<u8>> {
         let mut out = Vec::new();
@@ -96,9 +113,11 @@ impl ByteClass {
 }
 
 /// One step of a trie-expressible pattern.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Token {
     Byte(u8),
+    /// Exactly one byte of the class (`[0-9]`, `\d`).
+    Class(ByteClass),
     /// One or more bytes of the class (a placeholder is `Repeat(ByteClass::PLACEHOLDER)`).
     Repeat(ByteClass),
     /// `$`: the path must end here.
@@ -113,6 +132,8 @@ pub enum PatternKind {
     /// What the trie cannot express: the anchored regex APIcast would build, in `regex-lite`
     /// syntax.
     Regex(String),
+    /// Not accepted at all (the reason): the configuration is refused.
+    Refused(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,8 +148,14 @@ pub const PLACEHOLDER_REGEX: &str = r"([\w\-\.~%!$&'()*+,;=@:]+)";
 
 /// At most this many token sequences per pattern; beyond, the regex is kept.
 const MAX_VARIANTS: usize = 16;
-/// A bare character class (no `+` or `*`) is expanded into one sequence per byte, up to this.
+/// A bare character class (no `+` or `*`) is expanded into one sequence per byte (literal
+/// trie edges) up to this, and is one class edge beyond.
 const MAX_CLASS_EXPANSION: usize = 8;
+/// Groups nested deeper than this are refused: PCRE (APIcast's regex engine) refuses them too,
+/// and analysis recurses once per level.
+pub const MAX_GROUP_NESTING: usize = 250;
+/// The nesting `regex-lite` accepts: it counts a group and its quantifier as one level each.
+pub const REGEX_NEST_LIMIT: u32 = 2 * MAX_GROUP_NESTING as u32 + 20;
 
 /// Characters that are regex syntax in PCRE outside a class (after APIcast's own rewriting:
 /// `.` is escaped, `?` cannot remain and a leftover `{`/`}` is literal).
@@ -193,6 +220,16 @@ fn placeholder_end(bytes: &[u8], open: usize) -> Option<usize> {
 /// a regex that does not compile, by [`crate::rules`] at compile time.
 pub fn analyze(pattern: &str) -> Analysis {
     let pieces = pieces(pattern);
+    let nesting = group_nesting(&pieces);
+    if nesting > MAX_GROUP_NESTING {
+        return Analysis {
+            kind: PatternKind::Refused(format!(
+                "nests groups {nesting} deep; the limit is {MAX_GROUP_NESTING} (as in PCRE, \
+                 APIcast's regex engine)"
+            )),
+            note: None,
+        };
+    }
     let syntax = pieces.iter().find_map(|p| match *p {
         Piece::Byte(b) if is_regex_syntax(b) && b != b'$' => Some(b),
         _ => None,
@@ -221,6 +258,12 @@ pub fn analyze(pattern: &str) -> Analysis {
         };
     };
     let note = match syntax {
+        Some(_) if has_top_level_bar(&pieces) => Some(
+            "has a '|' outside any group: APIcast anchors only the first alternative at the \
+             start of the path, so the others match anywhere in it; tollgate matches it the \
+             same way"
+                .to_owned(),
+        ),
         Some(b) => Some(format!(
             "uses regular-expression syntax ('{}'), which APIcast evaluates as a regex; \
              tollgate matches it the same way",
@@ -260,10 +303,73 @@ fn plain_note(tokens: &[Token]) -> Option<String> {
 
 type Variants = Vec<Vec<Token>>;
 
+/// What a left-to-right scan of the pieces finds about groups: the deepest nesting, and whether
+/// a `|` stands outside any group. Escapes and bracket expressions are skipped as PCRE reads
+/// them (a `]` right after `[` or `[^` is a member, not the end).
+struct Structure {
+    nesting: usize,
+    top_level_bar: bool,
+}
+
+fn structure(pieces: &[Piece]) -> Structure {
+    let mut out = Structure {
+        nesting: 0,
+        top_level_bar: false,
+    };
+    let mut depth = 0usize;
+    let mut escaped = false;
+    // Inside a bracket expression: how many of its members were read (0 right after `[`).
+    let mut class: Option<usize> = None;
+    for piece in pieces {
+        let Piece::Byte(b) = *piece else {
+            escaped = false;
+            if let Some(n) = &mut class {
+                *n += 1;
+            }
+            continue;
+        };
+        if escaped {
+            escaped = false;
+            if let Some(n) = &mut class {
+                *n += 1;
+            }
+            continue;
+        }
+        match (class, b) {
+            (_, b'\\') => escaped = true,
+            (Some(0), b'^') => {}
+            (Some(n), b']') if n > 0 => class = None,
+            (Some(n), _) => class = Some(n + 1),
+            (None, b'[') => class = Some(0),
+            (None, b'(') => {
+                depth += 1;
+                out.nesting = out.nesting.max(depth);
+            }
+            (None, b')') => depth = depth.saturating_sub(1),
+            (None, b'|') if depth == 0 => out.top_level_bar = true,
+            (None, _) => {}
+        }
+    }
+    out
+}
+
+fn group_nesting(pieces: &[Piece]) -> usize {
+    structure(pieces).nesting
+}
+
+fn has_top_level_bar(pieces: &[Piece]) -> bool {
+    structure(pieces).top_level_bar
+}
+
 enum Atom {
     Byte(u8),
     Class(ByteClass),
     Group(Variants),
+}
+
+/// `c*`: nothing, or a run of `c`.
+fn star(c: ByteClass) -> Variants {
+    vec![Vec::new(), vec![Token::Repeat(c)]]
 }
 
 /// Expands the regex subset into token sequences; `None` for anything outside it.
@@ -301,35 +407,53 @@ impl<'p> Expander<'p> {
         }
     }
 
+    /// The whole pattern: top-level alternatives. APIcast's `^` anchors only the first; the
+    /// others match anywhere (PCRE reads `^a|b` as `(^a)|b`), unless they start with `^`.
+    /// Each may end with `$`.
     fn expand(mut self) -> Option<Variants> {
-        // APIcast prefixes '^' itself; a second one is the same anchor.
-        if self.peek_byte() == Some(b'^') {
-            self.pos += 1;
+        let mut all: Variants = Vec::new();
+        let mut first = true;
+        loop {
+            let anchored = first || self.peek_byte() == Some(b'^');
+            while self.peek_byte() == Some(b'^') {
+                self.pos += 1;
+            }
+            let mut alternative = self.sequence(0)?;
+            if self.peek_byte() == Some(b'$') {
+                while self.peek_byte() == Some(b'$') {
+                    self.pos += 1;
+                }
+                for v in &mut alternative {
+                    v.push(Token::End);
+                }
+            }
+            if !anchored {
+                alternative = cross(star(ByteClass::ALL), alternative)?;
+            }
+            all.extend(alternative);
+            if all.len() > MAX_VARIANTS {
+                return None;
+            }
+            match self.bump() {
+                None => break,
+                Some(Piece::Byte(b'|')) => first = false,
+                // An unbalanced ')', or a '$' with something after it.
+                Some(_) => return None,
+            }
         }
-        let variants = self.sequence(0)?;
-        // A '|' or ')' left over at the top level: `^a|b` matches `b` anywhere, and an
-        // unbalanced ')' does not compile. Neither is a trie.
-        (self.pos == self.pieces.len()).then_some(variants)
+        all.sort_unstable();
+        all.dedup();
+        Some(all)
     }
 
+    /// Items up to a `|`, a `)`, a `$` or the end (the caller deals with those).
     fn sequence(&mut self, depth: usize) -> Option<Variants> {
         let mut acc: Variants = vec![Vec::new()];
         loop {
             match self.peek() {
                 None | Some(Piece::Byte(b'|' | b')')) => return Some(acc),
-                Some(Piece::Byte(b'$')) => {
-                    // Only as the very end of the whole pattern.
-                    while self.peek_byte() == Some(b'$') {
-                        self.pos += 1;
-                    }
-                    if depth > 0 || self.peek().is_some() {
-                        return None;
-                    }
-                    for v in &mut acc {
-                        v.push(Token::End);
-                    }
-                    return Some(acc);
-                }
+                // Only at the end of a top-level alternative.
+                Some(Piece::Byte(b'$')) if depth == 0 => return Some(acc),
                 Some(_) => {
                     let item = self.item(depth)?;
                     acc = cross(acc, item)?;
@@ -351,31 +475,44 @@ impl<'p> Expander<'p> {
             }
             _ => None,
         };
-        let class = match (&atom, quantifier) {
-            (_, None) => None,
-            (Atom::Byte(b), Some(_)) => Some(ByteClass::EMPTY.with(*b)),
-            (Atom::Class(c), Some(_)) => Some(*c),
-            // A placeholder repeated is still one run of its class.
-            (Atom::Group(g), Some(_)) => match g.as_slice() {
-                [single] => match single.as_slice() {
-                    [Token::Repeat(c)] => Some(*c),
-                    _ => return None,
-                },
-                _ => return None,
-            },
-        };
-        Some(match (class, quantifier) {
-            (Some(c), Some(b'*')) => vec![Vec::new(), vec![Token::Repeat(c)]],
-            (Some(c), _) => vec![vec![Token::Repeat(c)]],
-            (None, _) => match atom {
+        let Some(quantifier) = quantifier else {
+            return Some(match atom {
                 Atom::Byte(b) => vec![vec![Token::Byte(b)]],
-                Atom::Class(c) => c
-                    .members(MAX_CLASS_EXPANSION)?
-                    .into_iter()
-                    .map(|b| vec![Token::Byte(b)])
-                    .collect(),
+                Atom::Class(c) => match c.members(MAX_CLASS_EXPANSION) {
+                    Some(bytes) => bytes.into_iter().map(|b| vec![Token::Byte(b)]).collect(),
+                    None => vec![vec![Token::Class(c)]],
+                },
                 Atom::Group(g) => g,
-            },
+            });
+        };
+        // A repeated atom is a run of one class; a repeated group is too when each of its
+        // alternatives is one byte or one run (`(a|[0-9]|b+)+` is `[ab0-9]+`), or nothing
+        // (then `+` allows nothing as well).
+        let (class, optional) = match atom {
+            Atom::Byte(b) => (ByteClass::EMPTY.with(b), false),
+            Atom::Class(c) => (c, false),
+            Atom::Group(g) => {
+                let mut class = ByteClass::EMPTY;
+                let mut optional = false;
+                for alternative in &g {
+                    match alternative.as_slice() {
+                        [] => optional = true,
+                        [Token::Byte(b)] => class = class.with(*b),
+                        [Token::Class(c) | Token::Repeat(c)] => class = class.union(*c),
+                        _ => return None,
+                    }
+                }
+                (class, optional)
+            }
+        };
+        if class.is_empty() {
+            // `()+`: matches nothing, any number of times.
+            return Some(vec![Vec::new()]);
+        }
+        Some(if quantifier == b'*' || optional {
+            star(class)
+        } else {
+            vec![vec![Token::Repeat(class)]]
         })
     }
 
@@ -385,6 +522,11 @@ impl<'p> Expander<'p> {
                 ByteClass::PLACEHOLDER,
             )]])),
             Piece::Byte(b'(') => {
+                // `analyze` refuses deeper patterns before expanding; this bounds the
+                // recursion again for any other caller.
+                if depth >= MAX_GROUP_NESTING {
+                    return None;
+                }
                 let mut alternatives = Vec::new();
                 loop {
                     alternatives.extend(self.sequence(depth + 1)?);
@@ -486,7 +628,8 @@ enum Escaped {
     Class(ByteClass),
 }
 
-fn cross(mut acc: Variants, item: Variants) -> Option<Variants> {
+fn cross(acc: Variants, item: Variants) -> Option<Variants> {
+    let mut acc = acc;
     if let [only] = item.as_slice() {
         // The common case (a literal byte, a placeholder): extend in place.
         for v in &mut acc {
@@ -494,17 +637,34 @@ fn cross(mut acc: Variants, item: Variants) -> Option<Variants> {
         }
         return Some(acc);
     }
-    if acc.len().saturating_mul(item.len()) > MAX_VARIANTS {
-        return None;
-    }
+    // `u c+` followed by `d*` with `d` within `c` is `u c+` again: keep one sequence, so
+    // `(a|b)*(a|b)*…` stays two sequences however long it is.
+    let star_of = match item.as_slice() {
+        [empty, run] if empty.is_empty() => match run.as_slice() {
+            [Token::Repeat(d)] => Some(*d),
+            _ => None,
+        },
+        _ => None,
+    };
     let mut out = Vec::with_capacity(acc.len() * item.len());
     for a in &acc {
+        if let (Some(d), Some(Token::Repeat(c))) = (star_of, a.last()) {
+            if d.is_subset(c) {
+                out.push(a.clone());
+                continue;
+            }
+        }
         for i in &item {
             let mut v = a.clone();
             v.extend_from_slice(i);
             out.push(v);
         }
+        if out.len() > MAX_VARIANTS {
+            return None;
+        }
     }
+    out.sort_unstable();
+    out.dedup();
     Some(out)
 }
 
@@ -513,27 +673,8 @@ fn cross(mut acc: Variants, item: Variants) -> Option<Variants> {
 /// pattern has a `|` outside any group (APIcast's `^a|b` matches `b` anywhere).
 pub fn literal_prefix(pattern: &str) -> Vec<u8> {
     let pieces = pieces(pattern);
-    let mut depth = 0usize;
-    let mut escaped = false;
-    let mut in_class = false;
-    for piece in &pieces {
-        let Piece::Byte(b) = *piece else {
-            escaped = false;
-            continue;
-        };
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match b {
-            b'\\' => escaped = true,
-            b'[' if !in_class => in_class = true,
-            b']' if in_class => in_class = false,
-            b'(' if !in_class => depth += 1,
-            b')' if !in_class => depth = depth.saturating_sub(1),
-            b'|' if !in_class && depth == 0 => return Vec::new(),
-            _ => {}
-        }
+    if has_top_level_bar(&pieces) {
+        return Vec::new();
     }
     let mut prefix = Vec::new();
     for piece in &pieces {
@@ -708,15 +849,16 @@ mod tests {
 
     #[test]
     fn what_the_trie_cannot_express_keeps_apicasts_regex() {
-        assert_eq!(regex("/a|/b"), "^/a|/b");
         assert_eq!(
-            regex("/v1/(x|y)+/{id}.json"),
-            format!(r"^/v1/(x|y)+/{PLACEHOLDER_REGEX}\.json")
+            regex("/v1/(xy|z)+/{id}.json"),
+            format!(r"^/v1/(xy|z)+/{PLACEHOLDER_REGEX}\.json")
         );
+        assert_eq!(regex("/([0-9]+,)+[0-9]+$"), "^/([0-9]+,)+[0-9]+$");
         assert_eq!(regex(r"/abc\{d\}"), format!(r"^/abc\{PLACEHOLDER_REGEX}"));
         assert_eq!(regex(r"/a\bc"), r"^/a\bc");
         assert_eq!(regex(r"/a\.b"), r"^/a\\.b");
-        assert_eq!(regex("/[0-9]"), "^/[0-9]"); // ten sequences: too many
+        assert_eq!(regex("/a$b|/c"), "^/a$b|/c");
+        assert_eq!(regex("/(^a)"), "^/(^a)");
         assert_eq!(regex("/a)"), "^/a)");
         assert_eq!(regex("/(a"), "^/(a");
         assert_eq!(regex("/[a"), "^/[a");
@@ -732,6 +874,83 @@ mod tests {
             .note
             .unwrap()
             .contains("regex engine"));
+    }
+
+    #[test]
+    fn a_bar_outside_groups_anchors_only_the_first_alternative() {
+        // PCRE reads APIcast's `^/a|/b` as `(^/a)|(/b)`: the second alternative anywhere.
+        let anywhere = Token::Repeat(ByteClass::ALL);
+        let mut want = vec![lit("/a"), lit("/b"), [vec![anywhere], lit("/b")].concat()];
+        want.sort();
+        assert_eq!(trie("/a|/b"), want);
+        let mut want = vec![[lit("/a"), vec![Token::End]].concat(), lit("/b")];
+        want.sort();
+        assert_eq!(trie("/a$|^/b"), want);
+        // An empty alternative matches every path.
+        assert!(trie("/a|").contains(&vec![]));
+        assert!(analyze("/a|/b").note.unwrap().contains("anywhere"));
+    }
+
+    #[test]
+    fn repeated_classes_collapse_instead_of_multiplying() {
+        let ab = ByteClass::EMPTY.with(b'a').with(b'b');
+        // `(a|b)*` a hundred times is still "a run of a or b, or nothing".
+        let long = format!("/{}$", "(a|b)*".repeat(100));
+        let mut want = vec![
+            vec![Token::Byte(b'/'), Token::End],
+            vec![Token::Byte(b'/'), Token::Repeat(ab), Token::End],
+        ];
+        want.sort();
+        assert_eq!(trie(&long), want);
+        assert_eq!(plain("/(a|b)+"), vec![Token::Byte(b'/'), Token::Repeat(ab)]);
+        assert_eq!(
+            plain("/(a|b+)+"),
+            vec![Token::Byte(b'/'), Token::Repeat(ab)]
+        );
+        assert_eq!(trie("/(a|)+"), trie("/a*"));
+        let a = ByteClass::EMPTY.with(b'a');
+        assert_eq!(plain("/a+a*"), vec![Token::Byte(b'/'), Token::Repeat(a)]);
+        assert_eq!(
+            plain("/[ab]+a*"),
+            vec![Token::Byte(b'/'), Token::Repeat(ab)]
+        );
+        // Not the other way round: `a+` then `[ab]*` also matches `/ab`.
+        assert_eq!(trie("/a+[ab]*").len(), 2);
+    }
+
+    #[test]
+    fn wide_classes_are_one_byte_edges() {
+        let digit = ByteClass::EMPTY.with_range(b'0', b'9');
+        assert_eq!(
+            plain("/[0-9]"),
+            vec![Token::Byte(b'/'), Token::Class(digit)]
+        );
+        assert_eq!(
+            plain(r"/[a-z]+/\d{2}"),
+            vec![
+                Token::Byte(b'/'),
+                Token::Repeat(ByteClass::EMPTY.with_range(b'a', b'z')),
+                Token::Byte(b'/'),
+                Token::Class(digit),
+                PH
+            ]
+        );
+    }
+
+    #[test]
+    fn groups_nested_deeper_than_pcre_allows_are_refused() {
+        let deep = |n: usize| format!("/{}a{}", "(".repeat(n), ")".repeat(n));
+        assert!(matches!(
+            analyze(&deep(MAX_GROUP_NESTING)).kind,
+            PatternKind::Trie(_)
+        ));
+        match analyze(&deep(MAX_GROUP_NESTING + 1)).kind {
+            PatternKind::Refused(why) => assert!(why.contains("251 deep"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // Parentheses inside a class or escaped do not nest.
+        let flat = format!("/[{}]{}", "(".repeat(300), r"\(".repeat(300));
+        assert!(!matches!(analyze(&flat).kind, PatternKind::Refused(_)));
     }
 
     #[test]

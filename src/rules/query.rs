@@ -16,6 +16,9 @@ pub enum Expect {
 pub struct QueryCondition {
     pub name: Box<[u8]>,
     pub expect: Expect,
+    /// Where the request's value for `name` is kept while rules are evaluated (set when the
+    /// rules are compiled).
+    pub slot: u32,
 }
 
 impl QueryCondition {
@@ -28,9 +31,12 @@ impl QueryCondition {
         Self {
             name: name.as_bytes().into(),
             expect,
+            slot: 0,
         }
     }
 
+    /// Whether the condition holds, reading the arguments directly (the compiled rules read
+    /// them once per request instead; both agree).
     pub fn holds(&self, args: &RequestArgs<'_>) -> bool {
         match (&self.expect, args.get(&self.name)) {
             (_, None) => false,
