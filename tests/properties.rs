@@ -1580,6 +1580,7 @@ fn check_decision(
                     }
                     prop_assert_eq!(r.status, 400);
                 }
+                DenyReason::MatchLimit => prop_assert_eq!(r.status, 414),
                 DenyReason::UriTooLong => {
                     prop_assert_eq!(r.status, 414);
                     let line = tollgate::decision::request_line_len(req.method, req.target);
@@ -2095,6 +2096,7 @@ proptest! {
                 }
             }
             PatternKind::Regex(source) => prop_assert!(source.starts_with('^')),
+            PatternKind::Refused(reason) => prop_assert!(reason.contains("deep"), "{}", reason),
         }
         // Compiled and evaluated, whatever it is.
         let (set, _broken) = RuleSet::compile(vec![RuleInput {
@@ -2457,6 +2459,38 @@ fn regression_host_diagnostics_after_a_non_string_host() {
 // The regex subset the trie expands: same answers as APIcast's regex
 // ---------------------------------------------------------------------------------------------
 
+/// Rule `i` has pattern `patterns[i]`, the method `method(i)`, metric `i` and delta 1.
+fn rule_inputs(patterns: &[String], method: impl Fn(usize) -> &'static str) -> Vec<RuleInput> {
+    patterns
+        .iter()
+        .enumerate()
+        .map(|(i, p)| RuleInput {
+            method: method(i).into(),
+            pattern: p.clone(),
+            analysis: analyze(p),
+            metric: i as u32,
+            delta: 1,
+            last: false,
+            conditions: vec![],
+        })
+        .collect()
+}
+
+/// The rules APIcast matches on `path` (each rule's regex, in order), leaving out `broken`
+/// ones (their regex does not compile: they never match).
+fn apicast_matches(patterns: &[String], path: &str, broken: &[usize]) -> Vec<u32> {
+    patterns
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !broken.contains(i))
+        .filter(|(_, p)| {
+            regex::Regex::new(&tollgate::rules::pattern::apicast_regex(p))
+                .is_ok_and(|re| re.is_match(path))
+        })
+        .map(|(i, _)| i as u32)
+        .collect()
+}
+
 /// A piece of a regex-flavoured pattern, as a provider might write one.
 fn regexish_atom() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -2498,19 +2532,7 @@ fn regex_patterns_match_what_the_apicast_regex_matches() {
     let matched_some = Cell::new(0usize);
     let through_trie = Cell::new(0usize);
     run(2048, strategy, |(patterns, path)| {
-        let inputs: Vec<RuleInput> = patterns
-            .iter()
-            .enumerate()
-            .map(|(i, p)| RuleInput {
-                method: "GET".into(),
-                pattern: p.clone(),
-                analysis: analyze(p),
-                metric: i as u32,
-                delta: 1,
-                last: false,
-                conditions: vec![],
-            })
-            .collect();
+        let inputs = rule_inputs(&patterns, |_| "GET");
         through_trie.set(
             through_trie.get()
                 + inputs
@@ -2526,15 +2548,7 @@ fn regex_patterns_match_what_the_apicast_regex_matches() {
             &RequestArgs::default(),
             &mut scratch,
         );
-        let expected: Vec<u32> = patterns
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| {
-                regex::Regex::new(&tollgate::rules::pattern::apicast_regex(p))
-                    .is_ok_and(|re| re.is_match(&path))
-            })
-            .map(|(i, _)| i as u32)
-            .collect();
+        let expected = apicast_matches(&patterns, &path, &[]);
         prop_assert_eq!(
             &scratch.matched,
             &expected,
@@ -2556,5 +2570,101 @@ fn regex_patterns_match_what_the_apicast_regex_matches() {
         through_trie.get() > 1000,
         "too few patterns took the trie: {}",
         through_trie.get()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Long, ambiguous paths: the lockstep and DFA parts of the walk, and a DFA cache emptied
+// at every state, give APIcast's answers too
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn long_ambiguous_paths_match_what_the_apicast_regex_matches() {
+    use tollgate::rules::trie::WalkLimits;
+    use tollgate::rules::{Evaluated, MatchLimits};
+    let atom = prop_oneof![
+        4 => select(&["a", "x", "/", ".", "1"][..]).prop_map(str::to_owned),
+        2 => Just("{id}".to_owned()),
+        1 => Just("x+".to_owned()),
+        1 => Just("[ax]*".to_owned()),
+        1 => Just("[0-9]".to_owned()),
+        1 => Just("(a|x)".to_owned()),
+        1 => Just("(a|x1)".to_owned()),
+        1 => Just("|".to_owned()),
+        1 => Just("$".to_owned()),
+    ];
+    let strategy = (
+        vec(
+            vec(atom, 0..7).prop_map(|a| format!("/{}", a.concat())),
+            1..6,
+        ),
+        vec(
+            select(&["a", "x", "xx", ".", "/", "1", "a.x", "x1"][..]),
+            0..90,
+        )
+        .prop_map(|p| format!("/{}", p.concat())),
+    );
+    let long = Cell::new(0usize);
+    let matched_some = Cell::new(0usize);
+    run(1024, strategy, |(patterns, path)| {
+        let inputs = rule_inputs(&patterns, |i| if i % 3 == 2 { "ANY" } else { "GET" });
+        let (set, broken) = RuleSet::compile(inputs);
+        let broken: Vec<usize> = broken.iter().map(|b| b.rule).collect();
+        let expected = apicast_matches(&patterns, &path, &broken);
+        let mut scratch = MatchScratch::default();
+        let e = set.evaluate(
+            b"GET",
+            path.as_bytes(),
+            &RequestArgs::default(),
+            &mut scratch,
+        );
+        prop_assert_eq!(e, Evaluated::Complete);
+        prop_assert_eq!(
+            &scratch.matched,
+            &expected,
+            "{:?} against {:?}",
+            path,
+            patterns
+        );
+        // A cache too small for two states: emptied before every new one.
+        let tiny = MatchLimits {
+            walk: WalkLimits {
+                cache_bytes: 64,
+                ..WalkLimits::DEFAULT
+            },
+            ..MatchLimits::DEFAULT
+        };
+        let e = set.evaluate_within(
+            b"GET",
+            path.as_bytes(),
+            &RequestArgs::default(),
+            &mut scratch,
+            tiny,
+        );
+        prop_assert_eq!(e, Evaluated::Complete);
+        prop_assert_eq!(
+            &scratch.matched,
+            &expected,
+            "tiny cache: {:?} against {:?}",
+            path,
+            patterns
+        );
+        if scratch.work().dfa_states > 0 {
+            long.set(long.get() + 1);
+        }
+        if !expected.is_empty() {
+            matched_some.set(matched_some.get() + 1);
+        }
+        Ok(())
+    });
+    assert!(
+        long.get() > 100,
+        "too few cases reached the DFA: {}",
+        long.get()
+    );
+    assert!(
+        matched_some.get() > 100,
+        "too few matches: {}",
+        matched_some.get()
     );
 }
