@@ -79,6 +79,7 @@ lint:
 ## requests per second through one Envoy worker (bare, pass-through Wasm, tollgate)
 bench: wasm envoy wrk
 	$(CARGO) bench --bench matching
+	$(CARGO) bench --bench worst_cases
 	$(CARGO) run --quiet --release -p tollgate-e2e --bin envoy-bench
 
 ## demo: the example services behind a real Envoy with tollgate, the local control service

@@ -874,14 +874,36 @@ fn profile(sizes: &[usize]) {
             .and_then(|v| v.parse().ok())
             .unwrap_or(10);
         let until = Instant::now() + std::time::Duration::from_secs(seconds);
+        // A fixed number of passes instead, for instruction counts (valgrind --tool=callgrind).
+        let passes: Option<u64> = std::env::var("TOLLGATE_PROFILE_PASSES")
+            .ok()
+            .and_then(|v| v.parse().ok());
         let mut decisions = 0u64;
-        while Instant::now() < until {
+        while passes.map_or(Instant::now() < until, |p| {
+            decisions < p * views.len() as u64
+        }) {
             for req in &views {
                 black_box(compiled.decide(black_box(req), &mut scratch).verdict);
             }
             decisions += views.len() as u64;
         }
-        eprintln!("N={n}: {decisions} decisions");
+        let (mut states, mut steps, mut bytes) = (0u64, 0u64, 0u64);
+        for req in &views {
+            black_box(compiled.decide(req, &mut scratch).verdict);
+            let work = scratch.match_work();
+            (states, steps, bytes) = (
+                states + work.dfa_states,
+                steps + work.steps,
+                bytes + work.bytes,
+            );
+        }
+        let per = |x: u64| x as f64 / views.len() as f64;
+        eprintln!(
+            "N={n}: {decisions} decisions; per decision: {:.2} DFA states, {:.1} steps, {:.1} path bytes walked",
+            per(states),
+            per(steps),
+            per(bytes)
+        );
     }
 }
 
