@@ -426,7 +426,6 @@ impl RuleSet {
             regexes: Vec::new(),
             regex_ids: HashMap::new(),
             gates: Vec::new(),
-            gate_ids: HashMap::new(),
             uncompilable: Vec::new(),
             refused,
             full: false,
@@ -480,11 +479,9 @@ impl RuleSet {
             regexes,
             gates,
             uncompilable,
-            mut refused,
+            refused,
             ..
         } = patterns;
-        refused.sort_by_key(|r| r.rule);
-        refused.dedup_by_key(|r| r.rule);
         let nodes = builder.node_count();
         let longest_condition_name = condition_names.keys().map(|n| n.len()).max().unwrap_or(0);
         let patterns = inputs.iter().map(|i| i.pattern.as_str().into()).collect();
@@ -699,13 +696,13 @@ struct PatternCompiler<'i> {
     builder: TrieBuilder,
     limits: RuleLimits,
     regexes: Vec<CompiledRegex>,
-    /// Each regex source seen: its compiled regex, or why it does not compile.
-    regex_ids: HashMap<&'i str, Result<u32, String>>,
+    /// Each regex source seen: its compiled regex (or why it does not compile), and its gate
+    /// under each root that has one.
+    regex_ids: HashMap<&'i str, (Result<u32, String>, Vec<(u32, u32)>)>,
     /// Whether rules are being added for the first time (not copied), so a pattern that
     /// does not compile is reported for each rule once.
     first_pass: bool,
     gates: Vec<RegexGate>,
-    gate_ids: HashMap<(u32, u32), u32>,
     uncompilable: Vec<Uncompilable>,
     refused: Vec<Refusal>,
     /// The node limit was reached: nothing more is inserted.
@@ -716,11 +713,15 @@ impl<'i> PatternCompiler<'i> {
     fn add(&mut self, root: u32, index: usize, input: &'i RuleInput) {
         let id = u32::try_from(index).unwrap_or(u32::MAX);
         match &input.analysis.kind {
-            PatternKind::Refused(reason) => self.refused.push(Refusal {
-                rule: index,
-                kind: RefusalKind::Pattern,
-                reason: format!("pattern {reason}"),
-            }),
+            PatternKind::Refused(reason) => {
+                if self.first_pass {
+                    self.refused.push(Refusal {
+                        rule: index,
+                        kind: RefusalKind::Pattern,
+                        reason: format!("pattern {reason}"),
+                    });
+                }
+            }
             PatternKind::Trie(variants) => {
                 for tokens in variants {
                     self.insert(root, tokens, id, index);
@@ -730,8 +731,13 @@ impl<'i> PatternCompiler<'i> {
                 let Some(regex) = self.regex(source, index) else {
                     return;
                 };
-                match self.gate_ids.get(&(root, regex)) {
-                    Some(&g) => {
+                let gate = self
+                    .regex_ids
+                    .get(source.as_str())
+                    .and_then(|(_, gates)| gates.iter().find(|&&(r, _)| r == root))
+                    .map(|&(_, g)| g);
+                match gate {
+                    Some(g) => {
                         if let Some(gate) = self.gates.get_mut(g as usize) {
                             gate.rules.push(id);
                         }
@@ -743,7 +749,9 @@ impl<'i> PatternCompiler<'i> {
                             regex,
                             rules: vec![id],
                         });
-                        self.gate_ids.insert((root, regex), g);
+                        if let Some((_, gates)) = self.regex_ids.get_mut(source.as_str()) {
+                            gates.push((root, g));
+                        }
                     }
                 }
             }
@@ -760,10 +768,11 @@ impl<'i> PatternCompiler<'i> {
     /// The compiled regex for `source`, compiled on first use.
     fn regex(&mut self, source: &'i str, index: usize) -> Option<u32> {
         let compiled = match self.regex_ids.get(source) {
-            Some(known) => known.clone(),
+            Some((known, _)) => known.clone(),
             None => {
                 let compiled = self.compile_regex(source);
-                self.regex_ids.insert(source, compiled.clone());
+                self.regex_ids
+                    .insert(source, (compiled.clone(), Vec::new()));
                 compiled
             }
         };

@@ -441,9 +441,7 @@ impl<'p> Expander<'p> {
                 Some(_) => return None,
             }
         }
-        all.sort_unstable();
-        all.dedup();
-        Some(all)
+        Some(dedup(all))
     }
 
     /// Items up to a `|`, a `)`, a `$` or the end (the caller deals with those).
@@ -663,9 +661,18 @@ fn cross(acc: Variants, item: Variants) -> Option<Variants> {
             return None;
         }
     }
-    out.sort_unstable();
-    out.dedup();
-    Some(out)
+    Some(dedup(out))
+}
+
+/// Drops repeated sequences, keeping the first of each (there are at most [`MAX_VARIANTS`]).
+fn dedup(variants: Variants) -> Variants {
+    let mut out: Variants = Vec::with_capacity(variants.len());
+    for v in variants {
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    out
 }
 
 /// The literal bytes every path matching a regex pattern starts with (used to gate the regex:
@@ -746,9 +753,13 @@ mod tests {
 
     const PH: Token = Token::Repeat(ByteClass::PLACEHOLDER);
 
+    /// The pattern's token sequences, sorted (their order does not matter).
     fn trie(s: &str) -> Vec<Vec<Token>> {
         match analyze(s).kind {
-            PatternKind::Trie(t) => t,
+            PatternKind::Trie(mut t) => {
+                t.sort();
+                t
+            }
             other => panic!("{s}: {other:?}"),
         }
     }

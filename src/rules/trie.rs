@@ -24,7 +24,7 @@
 
 use std::collections::BTreeMap;
 
-use hashbrown::{HashMap, HashTable};
+use hashbrown::HashTable;
 
 use super::pattern::{ByteClass, Token};
 
@@ -338,46 +338,47 @@ impl Dfa {
 
 /// Sorts and deduplicates a set of positions. Stepping a sorted set yields a few ascending
 /// runs (labels advance in order; a repeat's exits land apart), so natural runs are merged
-/// in O(n) per pass, using `buffer`; many runs fall back to a general sort.
+/// pairwise, O(n) per pass, using `buffer`.
 fn sort_states(states: &mut Vec<State>, buffer: &mut Vec<State>) {
-    const MAX_RUNS: usize = 16;
-    let mut starts = [0usize; MAX_RUNS + 1];
-    let mut runs = 1;
-    for (i, w) in states.windows(2).enumerate() {
-        if let [a, b] = w {
-            if a > b {
-                if runs == MAX_RUNS {
-                    states.sort_unstable();
-                    states.dedup();
-                    return;
-                }
-                if let Some(slot) = starts.get_mut(runs) {
-                    *slot = i + 1;
-                }
-                runs += 1;
+    if states.len() <= 8 {
+        // The usual set: a handful of positions, sorted in place.
+        for i in 1..states.len() {
+            let mut j = i;
+            while j > 0 && states.get(j - 1) > states.get(j) {
+                states.swap(j - 1, j);
+                j -= 1;
             }
         }
+        states.dedup();
+        return;
     }
-    while runs > 1 {
-        buffer.clear();
-        let bound = |k: usize, starts: &[usize], len: usize| {
-            if k < runs {
-                starts.get(k).copied().unwrap_or(len)
-            } else {
-                len
+    // Run starts are found again after each pass (few passes: a pass halves the runs).
+    loop {
+        let run_end = |from: usize| -> usize {
+            let mut i = from + 1;
+            while let (Some(a), Some(b)) = (states.get(i - 1), states.get(i)) {
+                if a > b {
+                    break;
+                }
+                i += 1;
             }
+            i.min(states.len())
         };
-        let len = states.len();
-        let mut merged = 0;
-        let mut k = 0;
-        while k < runs {
-            let (a, m, b) = (
-                bound(k, &starts, len),
-                bound(k + 1, &starts, len),
-                bound(k + 2, &starts, len),
-            );
-            let left = states.get(a..m).unwrap_or_default();
-            let right = states.get(m..b).unwrap_or_default();
+        let first = run_end(0);
+        if first >= states.len() {
+            break;
+        }
+        buffer.clear();
+        let mut start = 0;
+        while start < states.len() {
+            let middle = run_end(start);
+            let end = if middle < states.len() {
+                run_end(middle)
+            } else {
+                middle
+            };
+            let left = states.get(start..middle).unwrap_or_default();
+            let right = states.get(middle..end).unwrap_or_default();
             let (mut i, mut j) = (0, 0);
             while let (Some(&x), Some(&y)) = (left.get(i), right.get(j)) {
                 if x <= y {
@@ -390,13 +391,8 @@ fn sort_states(states: &mut Vec<State>, buffer: &mut Vec<State>) {
             }
             buffer.extend_from_slice(left.get(i..).unwrap_or_default());
             buffer.extend_from_slice(right.get(j..).unwrap_or_default());
-            if let Some(slot) = starts.get_mut(merged) {
-                *slot = a;
-            }
-            merged += 1;
-            k += 2;
+            start = end;
         }
-        runs = merged;
         std::mem::swap(states, buffer);
     }
     states.dedup();
@@ -406,11 +402,14 @@ fn sort_states(states: &mut Vec<State>, buffer: &mut Vec<State>) {
 /// configuration costs little memory to compile.
 #[derive(Debug, Clone, Copy)]
 struct BuildNode {
+    /// Children in a list sorted by edge: literal bytes first, in byte order.
     first_child: u32,
     next_sibling: u32,
     /// The edge from the parent: a byte (below [`CLASS_EDGE`]), or `CLASS_EDGE | class index`
     /// with [`ONCE`] for a one-byte class edge.
     edge: u32,
+    /// The patterns ending here: the head of a list in [`TrieBuilder::ends`].
+    first_end: u32,
 }
 
 /// In [`BuildNode::edge`]: a class edge (the low bits index the builder's classes).
@@ -421,6 +420,7 @@ impl BuildNode {
         first_child: NONE,
         next_sibling: NONE,
         edge: 0,
+        first_end: NONE,
     };
 }
 
@@ -432,10 +432,10 @@ pub struct TooManyNodes;
 pub struct TrieBuilder {
     nodes: Vec<BuildNode>,
     roots: Vec<u32>,
-    /// `(node, anchored, rule)` for every pattern end.
+    /// `(next in the node's list, anchored, rule)` for every pattern end.
     ends: Vec<(u32, bool, u32)>,
     classes: Vec<ByteClass>,
-    class_ids: HashMap<ByteClass, u32>,
+    class_ids: BTreeMap<ByteClass, u32>,
     node_limit: usize,
 }
 
@@ -446,7 +446,7 @@ impl Default for TrieBuilder {
             roots: Vec::new(),
             ends: Vec::new(),
             classes: Vec::new(),
-            class_ids: HashMap::new(),
+            class_ids: BTreeMap::new(),
             node_limit: usize::MAX,
         }
     }
@@ -498,15 +498,25 @@ impl TrieBuilder {
         Some(CLASS_EDGE | id | if once { ONCE } else { 0 })
     }
 
-    fn child(&self, node: u32, edge: u32) -> Option<u32> {
-        let mut c = self.nodes.get(node as usize)?.first_child;
+    /// The child of `node` over `edge`, or where a new one goes: after `Err(Some(sibling))`,
+    /// or first with `Err(None)`.
+    fn child(&self, node: u32, edge: u32) -> Result<u32, Option<u32>> {
+        let mut before = None;
+        let mut c = self
+            .nodes
+            .get(node as usize)
+            .map_or(NONE, |n| n.first_child);
         while let Some(n) = self.nodes.get(c as usize) {
             if n.edge == edge {
-                return Some(c);
+                return Ok(c);
             }
+            if n.edge > edge {
+                break;
+            }
+            before = Some(c);
             c = n.next_sibling;
         }
-        None
+        Err(before)
     }
 
     /// Adds `tokens` under root `root` for `rule`. [`Token::End`] may only come last (the
@@ -522,47 +532,62 @@ impl TrieBuilder {
                 break;
             };
             node = match self.child(node, edge) {
-                Some(child) => child,
-                None => {
+                Ok(child) => child,
+                Err(after) => {
                     if self.nodes.len() >= self.node_limit {
                         return Err(TooManyNodes);
                     }
                     let child = len_u32(self.nodes.len());
-                    let Some(parent) = self.nodes.get_mut(node as usize) else {
+                    // Linked in edge order, so literal edges come out sorted by byte.
+                    let link = match after {
+                        Some(sibling) => self
+                            .nodes
+                            .get_mut(sibling as usize)
+                            .map(|n| &mut n.next_sibling),
+                        None => self
+                            .nodes
+                            .get_mut(node as usize)
+                            .map(|n| &mut n.first_child),
+                    };
+                    let Some(link) = link else {
                         return Ok(());
                     };
-                    let sibling = parent.first_child;
-                    parent.first_child = child;
+                    let next_sibling = std::mem::replace(link, child);
                     self.nodes.push(BuildNode {
-                        first_child: NONE,
-                        next_sibling: sibling,
+                        next_sibling,
                         edge,
+                        ..BuildNode::EMPTY
                     });
                     child
                 }
             };
         }
-        self.ends.push((node, anchored, rule));
+        let end = len_u32(self.ends.len());
+        if let Some(n) = self.nodes.get_mut(node as usize) {
+            let next = std::mem::replace(&mut n.first_end, end);
+            self.ends.push((next, anchored, rule));
+        }
         Ok(())
+    }
+
+    /// The patterns ending at `node`: `(anchored, rule)`, newest first.
+    fn ends_of(&self, node: u32) -> impl Iterator<Item = (bool, u32)> + '_ {
+        let mut e = self.nodes.get(node as usize).map_or(NONE, |n| n.first_end);
+        std::iter::from_fn(move || {
+            let &(next, anchored, rule) = self.ends.get(e as usize)?;
+            e = next;
+            Some((anchored, rule))
+        })
     }
 
     /// Freezes the trie: chains of single-child nodes become labels, nodes are laid out
     /// depth-first so a walk reads memory mostly forward. Iterative, so a pattern of any
     /// length cannot exhaust the stack. Offsets are u32: a trie larger than 4 GiB (far beyond
     /// the node limit) would be cut short.
-    pub fn build(mut self) -> Trie {
+    pub fn build(self) -> Trie {
         let mut trie = Trie {
             roots: vec![NONE; self.roots.len()],
             ..Trie::default()
-        };
-        // Pattern ends grouped by node: prefix rules, then anchored ones, each once.
-        self.ends.sort_unstable();
-        self.ends.dedup();
-        let ends = &self.ends;
-        let ends_of = |node: u32| {
-            let start = ends.partition_point(|e| e.0 < node);
-            let end = ends.partition_point(|e| e.0 <= node);
-            ends.get(start..end).unwrap_or_default()
         };
         let mut class_ids: BTreeMap<ByteClass, u32> = BTreeMap::new();
         let mut literal = [false; 256];
@@ -587,7 +612,7 @@ impl TrieBuilder {
                 let only_child = self.nodes.get(n.first_child as usize).filter(|c| {
                     c.next_sibling == NONE
                         && c.edge < CLASS_EDGE
-                        && ends_of(b).is_empty()
+                        && n.first_end == NONE
                         && label.len() < (IN_REPEAT - 1) as usize
                 });
                 let Some(child) = only_child else {
@@ -614,26 +639,24 @@ impl TrieBuilder {
                 }
                 c = child.next_sibling;
             }
-            literals.sort_unstable();
-            // Sibling lists are newest first: keep the order patterns were added in.
-            class_edges.reverse();
             let Ok(id) = u32::try_from(trie.arena.len()) else {
                 break;
             };
-            let node_ends = ends_of(b);
-            let rules = if node_ends.is_empty() {
+            let rules = if n.first_end == NONE {
                 NONE
             } else {
+                // Prefix rules, then anchored ones (a rule twice at a node is harmless: the
+                // walk's caller deduplicates).
                 let start = len_u32(trie.rule_ids.len());
-                let prefix = node_ends.iter().filter(|e| !e.1);
-                trie.rule_ids.extend(prefix.map(|e| e.2));
+                let prefix = self.ends_of(b).filter(|e| !e.0).map(|e| e.1);
+                trie.rule_ids.extend(prefix);
                 let prefix_len = len_u32(trie.rule_ids.len()) - start;
-                trie.rule_ids
-                    .extend(node_ends.iter().filter(|e| e.1).map(|e| e.2));
+                let anchored = self.ends_of(b).filter(|e| e.0).map(|e| e.1);
+                trie.rule_ids.extend(anchored);
                 trie.rule_ranges.push(RuleRange {
                     start,
                     prefix_len,
-                    end_len: len_u32(node_ends.len()) - prefix_len,
+                    end_len: len_u32(trie.rule_ids.len()) - start - prefix_len,
                 });
                 len_u32(trie.rule_ranges.len() - 1)
             };
@@ -1453,7 +1476,10 @@ mod tests {
         let path = format!("/{}", "x".repeat(500));
         let mut scratch = WalkScratch::default();
         let mut out = Vec::new();
-        assert_eq!(t.0.walk(t.1, path.as_bytes(), &mut scratch, &mut out), Walked::Complete);
+        assert_eq!(
+            t.0.walk(t.1, path.as_bytes(), &mut scratch, &mut out),
+            Walked::Complete
+        );
         out.sort_unstable();
         assert_eq!(out, [0, 1, 2]);
         let work = scratch.work();
@@ -1464,7 +1490,10 @@ mod tests {
             cache_bytes: 1 << 16,
         });
         out.clear();
-        assert_eq!(t.0.walk(t.1, path.as_bytes(), &mut scratch, &mut out), Walked::Exhausted);
+        assert_eq!(
+            t.0.walk(t.1, path.as_bytes(), &mut scratch, &mut out),
+            Walked::Exhausted
+        );
     }
 
     #[test]
