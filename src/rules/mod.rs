@@ -690,15 +690,17 @@ impl RuleSet {
 /// trie nodes (or as many as the other rules).
 const ANY_COPY_MIN_NODES: usize = 64 * 1024;
 
+/// A regex source seen while compiling: its compiled regex (or why it does not compile), and
+/// its gate `(root, gate)` under each root that has one.
+type SeenRegex = (Result<u32, String>, Vec<(u32, u32)>);
+
 /// Puts patterns into the trie: plain ones as tokens, regex ones as a gate on their literal
 /// prefix, each distinct regex compiled once.
 struct PatternCompiler<'i> {
     builder: TrieBuilder,
     limits: RuleLimits,
     regexes: Vec<CompiledRegex>,
-    /// Each regex source seen: its compiled regex (or why it does not compile), and its gate
-    /// under each root that has one.
-    regex_ids: HashMap<&'i str, (Result<u32, String>, Vec<(u32, u32)>)>,
+    regex_ids: HashMap<&'i str, SeenRegex>,
     /// Whether rules are being added for the first time (not copied), so a pattern that
     /// does not compile is reported for each rule once.
     first_pass: bool,
