@@ -155,3 +155,21 @@ fn an_empty_configuration_is_rejected() {
         "{logs:#?}"
     );
 }
+
+/// A pattern nested deeper than PCRE's 250 groups is refused with its path (the analysis
+/// would otherwise recurse until the VM's stack ran out); one at the limit configures on
+/// every VM, in the trie and in the regex engine.
+#[test]
+fn patterns_nested_too_deep_are_rejected_and_those_at_the_limit_configure() {
+    let deep = |n: usize| format!("/{}a{}", "(".repeat(n), ")".repeat(n));
+    let logs = rejected(sendgrid_with_rules(&get_rule(&deep(5_000), "deep")));
+    assert!(
+        logs.iter()
+            .any(|l| l.message.contains("proxy_rules[0].pattern") && l.message.contains("deep")),
+        "{logs:#?}"
+    );
+    let regex = format!("/{}(ab)+{}", "(".repeat(249), ")".repeat(249));
+    let rules = format!("{},{}", get_rule(&deep(250), "a"), get_rule(&regex, "b"));
+    let host = host(sendgrid_with_rules(&rules));
+    check(&host, &[]);
+}

@@ -125,6 +125,25 @@ fn a_request_line_over_the_limit_is_refused_with_414() {
     check(&host, &[]);
 }
 
+/// Rules only a regex engine evaluates, and a path that would make each of them scan 8 KiB:
+/// refused at the bound on one decision's work, with NGINX's 414, and no callout.
+#[test]
+fn a_request_too_costly_to_match_is_refused_with_414() {
+    let rules: Vec<String> = (0..100)
+        .map(|i| get_rule(&format!("/v1/(xy|z)+/{{id}}{i}.json"), "hits"))
+        .collect();
+    let host = host(sendgrid_with_rules(&rules.join(",")));
+    let path = format!("/v1/{}?api_user=a&api_key=b", "xy".repeat(4_000));
+    let r = local_reply(&get(&host, 1, SG, &path));
+    assert_eq!(r.status, 414, "{r:?}");
+    assert!(host.pending_calls().is_empty());
+    only_counter(&host, "match_limit", 1);
+    // The same rules on a short path decide as usual (no rule of them matches it: 404).
+    let r = local_reply(&get(&host, 0, SG, "/v1/xyz/1.xml?api_user=a&api_key=b"));
+    assert_eq!(r.status, 404, "{r:?}");
+    check(&host, &[]);
+}
+
 fn authorized(config: Vec<u8>) {
     let host = host(config);
     let s = host.worker(1).request(&[

@@ -122,3 +122,24 @@ pub fn local_reply(stream: &Stream<'_>) -> Reply {
         other => panic!("expected a local reply, got {other:?}"),
     }
 }
+
+/// SendGrid's configuration with `rules` (3scale JSON objects, comma-separated) before its own.
+pub fn sendgrid_with_rules(rules: &str) -> Vec<u8> {
+    let config = String::from_utf8(sendgrid()).unwrap();
+    assert!(config.contains("\"proxy_rules\": ["));
+    config
+        .replacen(
+            "\"proxy_rules\": [",
+            &format!("\"proxy_rules\": [{rules},"),
+            1,
+        )
+        .into_bytes()
+}
+
+/// A 3scale mapping rule for `GET pattern` counting `metric`.
+pub fn get_rule(pattern: &str, metric: &str) -> String {
+    let pattern = pattern.replace('\\', "\\\\");
+    format!(
+        r#"{{"http_method": "GET", "pattern": "{pattern}", "metric_system_name": "{metric}", "delta": 1}}"#
+    )
+}
