@@ -365,8 +365,21 @@ fn every_outcome_through_envoy() {
         "a denied authrep does not count"
     );
 
+    // A request line over APIcast's 8 KiB (Envoy admits 60 KiB): NGINX's 414, before the
+    // host, credentials or rules matter, and the control service is not asked.
+    let asked_before = control_requests(control.addr()).len();
+    let long = format!(
+        "/api/mail.send.json?api_user=acme-mailer&api_key=acme-key-1&pad={}",
+        "x".repeat(8_200)
+    );
+    let a = gw.send(&Request::new("GET", SENDGRID, &long)).unwrap();
+    assert_eq!(a.status, 414, "{a:?}");
+    assert!(a.body.contains("414 Request-URI Too Large"), "{a:?}");
+    assert_eq!(control_requests(control.addr()).len(), asked_before);
+
     // Every outcome has its counter, in /stats and /stats/prometheus.
     for (outcome, at_least) in [
+        ("uri_too_long", 1),
         ("authorized", 7),
         ("auth_missing", 2),
         ("auth_failed", 4),
