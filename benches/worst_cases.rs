@@ -358,13 +358,22 @@ fn literal_ladder(max_len: usize) -> DecideSpec {
     }
 }
 
+/// One long rule of placeholders and literals: two positions live all along the path, never
+/// the same two (so a DFA would not pay off).
+fn long_rule(max_len: usize) -> DecideSpec {
+    DecideSpec {
+        rules: vec![rule("GET", "/{a}x".repeat(20_000), "hits")],
+        target: fill("/", "bx/", CREDENTIALS, max_len),
+    }
+}
+
 const TYPICAL: Family = Family {
     key: "typical",
     label: "typical: 100 REST rules (reference)",
     build: typical,
 };
 
-const FAMILIES: [Family; 15] = [
+const FAMILIES: [Family; 16] = [
     Family {
         key: "identical-1000",
         label: "1,000 identical GET /{a}x",
@@ -434,6 +443,11 @@ const FAMILIES: [Family; 15] = [
         key: "long-literal",
         label: "/{a} + x*250",
         build: long_literal,
+    },
+    Family {
+        key: "long-rule",
+        label: "one rule /{a}x x20,000, path /bx/bx/...",
+        build: long_rule,
     },
     Family {
         key: "literal-ladder",
@@ -660,9 +674,13 @@ fn child_decide(family: &Family, variant: Variant) -> Value {
     let mut scratch = Scratch::new();
     let start = Instant::now();
     // Cold: a fresh scratch grows its buffers for this request.
-    let ((verdict, matched), cold) = measure(|| {
+    let ((verdict, matched, work), cold) = measure(|| {
         let d = compiled.decide(black_box(&view), &mut scratch);
-        (d.verdict, scratch.matched_rules().len())
+        (
+            d.verdict,
+            scratch.matched_rules().len(),
+            scratch.match_work(),
+        )
     });
     samples.push(nanos(cold.time));
     // Warm: the same scratch, as the filter reuses it.
@@ -696,6 +714,9 @@ fn child_decide(family: &Family, variant: Variant) -> Value {
         "verdict": verdict_name,
         "reached": reached,
         "matched": matched,
+        "steps": work.steps,
+        "dfa_states": work.dfa_states,
+        "regex_units": scratch.rules().regex_units(),
         "apicast_matched": apicast_matches(rules, &spec.target),
         "samples_ns": samples,
         "peak_cold": cold.peak,
@@ -1001,12 +1022,16 @@ fn print_sanity(row: &Row) {
                 ),
             };
             println!(
-                "  {head}  {:>6} B: {}, {} rule(s) matched ({apicast}); compiled {} rules in {}{warnings}{reached}",
+                "  {head}  {:>6} B: {}, {} rule(s) matched ({apicast}); compiled {} rules in {}; \
+                 work: {} steps, {} DFA states, {} regex units{warnings}{reached}",
                 fmt_count(v["target_len"].as_u64().unwrap_or(0)),
                 v["verdict"].as_str().unwrap_or("?"),
                 matched,
                 fmt_count(v["rules"].as_u64().unwrap_or(0)),
                 fmt_time_ns(v["compile_ns"].as_f64().unwrap_or(f64::NAN)),
+                fmt_count(v["steps"].as_u64().unwrap_or(0)),
+                fmt_count(v["dfa_states"].as_u64().unwrap_or(0)),
+                fmt_count(v["regex_units"].as_u64().unwrap_or(0)),
             );
         }
     }

@@ -391,3 +391,31 @@ fn the_trie_node_limit_refuses_a_configuration_that_would_exceed_it() {
         "{e}"
     );
 }
+
+/// One long rule of placeholders and literals (`/{a}x` 20,000 times) against a path that keeps
+/// two positions live all along, never the same two: the DFA would build a state a byte, so
+/// the walk steps such stretches in lockstep, and a 60 KB path stays within the bound.
+#[test]
+fn a_long_run_of_new_small_sets_is_stepped_in_lockstep() {
+    let pattern = "/{a}x".repeat(20_000);
+    let c = compiled_with_line_max(vec![rule("GET", &pattern, "hits")], 65_536);
+    let mut scratch = Scratch::new();
+    let path = "/bx".repeat(19_990);
+    let seen = decide(&c, &mut scratch, &format!("{path}?user_key=k"));
+    // The rule needs 20,000 segments; the path has fewer.
+    assert_eq!(seen.verdict, Verdict::Deny(DenyReason::NoMatch));
+    let budget = WalkLimits::DEFAULT.steps + WalkLimits::DEFAULT.steps_per_byte * path.len() as u64;
+    assert!(seen.steps <= budget / 2, "{} steps of {budget}", seen.steps);
+    // Without going back to lockstep: two states an ambiguous byte, about 40,000.
+    assert!(
+        (seen.dfa_states as usize) < path.len() / 8,
+        "{} DFA states: the walk did not go back to lockstep",
+        seen.dfa_states
+    );
+    let full = "/bx".repeat(20_000);
+    let c = compiled_with_line_max(vec![rule("GET", &pattern, "hits")], 65_536);
+    assert_eq!(
+        decide(&c, &mut scratch, &format!("{full}?user_key=k")).verdict,
+        Verdict::Authorize
+    );
+}

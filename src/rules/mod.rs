@@ -590,7 +590,7 @@ impl RuleSet {
         table.built = false;
         table.read = 0;
         *regex_units = 0;
-        walk.start(limits.walk);
+        walk.start(limits.walk, path.len());
 
         let key = method_key(method);
         let method_root = self

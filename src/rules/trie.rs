@@ -122,8 +122,10 @@ pub struct Trie {
 /// What one walk may spend; beyond either bound it stops and reports [`Walked::Exhausted`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WalkLimits {
-    /// Positions stepped while building DFA states (each costs a few nanoseconds).
+    /// Positions stepped where the path is ambiguous (each costs a few nanoseconds), plus
+    /// [`Self::steps_per_byte`] for each byte of the path.
     pub steps: u64,
+    pub steps_per_byte: u64,
     /// Bytes the DFA cache may hold; at the bound it is emptied and rebuilt as needed.
     pub cache_bytes: usize,
 }
@@ -155,6 +157,7 @@ impl WalkLimits {
     /// well under a millisecond of work (a step costs a few nanoseconds).
     pub const DEFAULT: WalkLimits = WalkLimits {
         steps: 1 << 17,
+        steps_per_byte: 8,
         cache_bytes: 256 * 1024,
     };
 }
@@ -165,6 +168,14 @@ const MAX_LIVE_POSITIONS: usize = 16 * 1024;
 
 /// Ambiguous bytes a walk steps in lockstep before it builds DFA states.
 const LOCKSTEP_BYTES: u32 = 32;
+/// Lockstep is for sets of at most this many positions; larger ones go to the DFA at once.
+const LOCKSTEP_MAX_POSITIONS: usize = 8;
+/// The DFA is judged over this many transitions: when nearly all built new states (the path
+/// never comes back to a set) and the set is small, lockstep is cheaper again, for
+/// [`LOCKSTEP_AFTER_MISSES`] more bytes.
+const DFA_WINDOW: u32 = 64;
+const DFA_WINDOW_MISSES: u32 = 56;
+const LOCKSTEP_AFTER_MISSES: u32 = 1024;
 
 /// Reusable memory for [`Trie::walk`]: the DFA cache and the once-per-walk marks.
 #[derive(Debug, Clone)]
@@ -195,9 +206,10 @@ impl Default for WalkScratch {
 }
 
 impl WalkScratch {
-    /// Starts a budget shared by the walks until the next call.
-    pub fn start(&mut self, limits: WalkLimits) {
-        self.steps_left = limits.steps;
+    /// Starts a budget shared by the walks of one `path_len`-byte path until the next call.
+    pub fn start(&mut self, limits: WalkLimits, path_len: usize) {
+        let per_byte = limits.steps_per_byte.saturating_mul(path_len as u64);
+        self.steps_left = limits.steps.saturating_add(per_byte);
         self.cache_bytes = limits.cache_bytes;
         self.work = WalkWork::default();
     }
@@ -1061,6 +1073,8 @@ impl Trie {
         // Short ambiguous stretches (a `.json` after a placeholder) are stepped in lockstep:
         // cheaper than building DFA states that will not be used twice.
         let mut lockstep_left = LOCKSTEP_BYTES;
+        // DFA transitions in the current window, and how many of them built a state.
+        let (mut window, mut misses) = (0u32, 0u32);
         let mut pos = 0;
         let mut mode = Mode::Single(State {
             node: root.id,
@@ -1089,8 +1103,8 @@ impl Trie {
                         }
                         return Walked::Complete;
                     };
-                    if lockstep_left == 0 {
-                        // A long ambiguous stretch: from here on, with the DFA.
+                    if lockstep_left == 0 || lockstep.current.len() > LOCKSTEP_MAX_POSITIONS {
+                        // A long ambiguous stretch, or many positions: with the DFA.
                         if !dfa_ready {
                             dfa.reset(stride);
                             dfa_ready = true;
@@ -1135,6 +1149,19 @@ impl Trie {
                     }
                 },
                 Mode::Dfa(mut d) => loop {
+                    if window == DFA_WINDOW {
+                        let small = dfa.members_of(d).len() <= LOCKSTEP_MAX_POSITIONS;
+                        if misses >= DFA_WINDOW_MISSES && small {
+                            lockstep.current.clear();
+                            lockstep.current.extend_from_slice(dfa.members_of(d));
+                            lockstep_left = LOCKSTEP_AFTER_MISSES;
+                            (window, misses) = (0, 0);
+                            mode = Mode::Lockstep;
+                            break;
+                        }
+                        (window, misses) = (0, 0);
+                    }
+                    window += 1;
                     let Some(&byte) = path.get(pos) else {
                         for &s in dfa.members_of(d) {
                             self.report_end(s, report.out);
@@ -1145,6 +1172,7 @@ impl Trie {
                     let slot = d as usize * stride + usize::from(class);
                     let mut target = dfa.table.get(slot).copied().unwrap_or(UNKNOWN);
                     if target == UNKNOWN {
+                        misses += 1;
                         let rep = self.representative.get(usize::from(class)).copied();
                         let (start, len) = dfa.spans.get(d as usize).copied().unwrap_or((0, 0));
                         dfa.next.clear();
@@ -1485,10 +1513,14 @@ mod tests {
         let work = scratch.work();
         assert!(work.dfa_states > 0 && work.dfa_states < 16, "{work:?}");
         // Out of budget: the walk says so.
-        scratch.start(WalkLimits {
-            steps: 10,
-            cache_bytes: 1 << 16,
-        });
+        scratch.start(
+            WalkLimits {
+                steps: 10,
+                steps_per_byte: 0,
+                cache_bytes: 1 << 16,
+            },
+            path.len(),
+        );
         out.clear();
         assert_eq!(
             t.0.walk(t.1, path.as_bytes(), &mut scratch, &mut out),
