@@ -93,3 +93,46 @@ explain-demo: build
 
 clean:
 	$(CARGO) clean
+
+## fuzz-smoke: each cargo-fuzz target in fuzz/ for FUZZ_SECONDS (default 20) seconds from the
+## committed seeds, failing on any crash; fuzz: the same for longer (default 300 s each), and
+## building on what earlier runs found. See fuzz/README.md.
+.PHONY: fuzz fuzz-smoke
+FUZZ_TARGETS ?= load decide matcher
+# address (cargo-fuzz's default) or none: faster (the core has no unsafe code), but a stack
+# overflow then kills the fuzzer without a report or a saved input.
+FUZZ_SANITIZER ?= address
+# A smaller use-after-free quarantine than ASan's 256 MB: with it, RSS stays well under
+# libFuzzer's 2 GB limit (which is there to catch runaway allocations) as the corpus grows.
+FUZZ_ASAN_OPTIONS ?= quarantine_size_mb=32
+# Seconds one input may take before libFuzzer reports it as a hang.
+FUZZ_TIMEOUT ?= 30
+# cargo-fuzz passes nightly-only flags to rustc; the stable toolchain accepts them with this.
+FUZZ_ENV := RUSTC_BOOTSTRAP=1
+
+# Where libFuzzer writes the inputs it finds (ignored by git; crashes go to
+# fuzz/artifacts/<target>); the committed seeds in fuzz/corpus/<target> are only read. The
+# smoke run starts afresh each time, so it takes the same time here as in CI.
+fuzz-smoke: FUZZ_SECONDS ?= 20
+fuzz-smoke: FUZZ_WORK = fuzz/target/corpus-smoke
+fuzz-smoke: FUZZ_FRESH = yes
+fuzz: FUZZ_SECONDS ?= 300
+fuzz: FUZZ_WORK = fuzz/target/corpus
+fuzz-smoke fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	$(FUZZ_ENV) $(CARGO) fuzz build --sanitizer $(FUZZ_SANITIZER)
+	@$(if $(FUZZ_FRESH),rm -rf $(FUZZ_WORK);) mkdir -p fuzz/target/logs; failed=""; \
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_WORK)/$$t; log=fuzz/target/logs/$$t.log; \
+	  echo "fuzz $$t: $(FUZZ_SECONDS) s (log: $$log)"; \
+	  if $(FUZZ_ENV) ASAN_OPTIONS=$(FUZZ_ASAN_OPTIONS) \
+	      $(CARGO) fuzz run --sanitizer $(FUZZ_SANITIZER) $$t \
+	      $(FUZZ_WORK)/$$t fuzz/corpus/$$t -- \
+	      -max_total_time=$(FUZZ_SECONDS) -timeout=$(FUZZ_TIMEOUT) >$$log 2>&1; then \
+	    grep -E '^#[0-9]+[[:space:]]+DONE' $$log; \
+	  else \
+	    tail -n 60 $$log | cut -c1-400; failed="$$failed $$t"; \
+	    echo "fuzz $$t: FAILED; the input is in fuzz/artifacts/$$t/ (see fuzz/README.md)"; \
+	  fi; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzzing failed:$$failed"; exit 1; fi
