@@ -1246,55 +1246,11 @@ const CONFIG_OAUTH: &str = r#"{"services":[{
     }
 }]}"#;
 
-/// Two services sharing many rules: placeholders, regexes, query conditions, `last`, odd
-/// metrics, an uncompilable regex, an empty and a relative pattern.
+/// Three services sharing many rules: placeholders, regexes, query conditions, `last`, odd
+/// metrics, an uncompilable regex, an empty and a relative pattern (shared with the fuzz
+/// targets).
 fn config_many_rules() -> String {
-    let rules = json!([
-        {"http_method": "GET", "pattern": "/v1/words/{word}.json", "metric_system_name": "words", "delta": 1},
-        {"http_method": "GET", "pattern": "/v1/words/{word}.json$", "metric_system_name": "words_exact", "delta": 1, "last": true},
-        {"http_method": "ANY", "pattern": "/v1/{a}/{b}", "metric_system_name": "two", "delta": 3},
-        {"http_method": "GET", "pattern": "/foo?a_param={x}", "metric_system_name": "foo", "delta": 1,
-         "querystring_parameters": {"a_param": "{x}"}},
-        {"http_method": "POST", "pattern": "/form", "metric_system_name": "form", "delta": 1,
-         "querystring_parameters": {"speed": "2x"}},
-        {"http_method": "GET", "pattern": "/(x|y)/{id}+", "metric_system_name": "re", "delta": 1},
-        {"http_method": "ANY", "pattern": "/a.*b", "metric_system_name": "re2", "delta": 1},
-        {"http_method": "GET", "pattern": "/[a-z]+/\\d{2}", "metric_system_name": "re3", "delta": 1},
-        {"http_method": "ANY", "pattern": "/caf%C3%A9", "metric_system_name": "café", "delta": 1},
-        {"http_method": "ANY", "pattern": "/x%2Fy", "metric_system_name": "slash", "delta": 1},
-        {"http_method": "PUT", "pattern": "/bad(regex", "metric_system_name": "never", "delta": 1},
-        {"http_method": "GET", "pattern": "/last$", "metric_system_name": "last", "delta": 5, "last": true},
-        {"http_method": "ANY", "pattern": "/", "metric_system_name": "hits", "delta": -1},
-        {"http_method": "ANY", "pattern": "/", "metric_system_name": "hits", "delta": 2},
-        {"http_method": "GET", "pattern": "/{a}{b}x", "metric_system_name": "ab", "delta": 1},
-        {"http_method": "ANY", "pattern": "", "metric_system_name": "empty", "delta": 1},
-        {"http_method": "ANY", "pattern": "relative", "metric_system_name": "rel", "delta": 1},
-        {"http_method": "GET", "pattern": "/q", "metric_system_name": "q q/é", "delta": 1,
-         "querystring_parameters": {"n": "a b", "m": "{v}", "": "x"}},
-        {"http_method": "DELETE", "pattern": "/{id}$", "metric_system_name": "usage[x]", "delta": 9223372036854775807i64},
-        {"http_method": "DELETE", "pattern": "/{id}", "metric_system_name": "usage[x]", "delta": 9223372036854775807i64},
-        {"http_method": "OPTIONS", "pattern": "/\\{x\\}", "metric_system_name": "braces", "delta": 1}
-    ]);
-    let service = |id: u32, host: &str, version: &str, location: &str| {
-        json!({
-            "id": id, "backend_version": version,
-            "backend_authentication_type": "service_token",
-            "backend_authentication_value": format!("st-{id}"),
-            "proxy": {
-                "hosts": [host],
-                "api_backend": "https://api.example:8443/base/",
-                "credentials_location": location,
-                "auth_app_id": "API_User", "auth_app_key": "api_key",
-                "proxy_rules": rules.clone(),
-            }
-        })
-    };
-    json!({"proxy_configs": [
-        {"proxy_config": {"content": service(41, "d1.example", "1", "authorization")}},
-        {"proxy_config": {"content": service(42, "d2.example", "2", "query")}},
-        {"proxy_config": {"content": service(43, "d3.example", "1", "headers")}},
-    ]})
-    .to_string()
+    include_str!("fixtures/many-rules.json").to_owned()
 }
 
 fn fixed_configs() -> Vec<Compiled> {
