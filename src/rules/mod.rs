@@ -21,7 +21,7 @@ use hashbrown::HashMap;
 
 use crate::args::{ArgValue, FormArgs, RequestArgs};
 use pattern::{Analysis, PatternKind, Token};
-use query::{Expect, QueryCondition};
+use query::QueryCondition;
 use trie::{Trie, TrieBuilder, WalkLimits, WalkScratch, WalkWork, Walked};
 
 /// Marks a trie entry as "try regex gate n" rather than "rule n matched".
@@ -342,12 +342,7 @@ impl ArgTable {
     }
 
     fn holds(&self, condition: &QueryCondition, args: &RequestArgs<'_>) -> bool {
-        match (&condition.expect, self.get(condition.slot, args)) {
-            (_, None) => false,
-            (Expect::Present, Some(_)) => true,
-            (Expect::Equals(want), Some(ArgValue::Raw(raw))) => crate::args::decoded_eq(raw, want),
-            (Expect::Equals(_), Some(ArgValue::Flag)) => false,
-        }
+        condition.holds_for(self.get(condition.slot, args))
     }
 
     fn trim(&mut self, retain: usize) {
@@ -378,8 +373,8 @@ impl RuleSet {
         (build.set, build.uncompilable)
     }
 
-    /// Compiles the rules within `limits`. Identical patterns under one method are compiled
-    /// once; identical regexes are compiled once for the whole service.
+    /// Compiles the rules within `limits`. Identical patterns under one method share their
+    /// trie path; identical regexes are compiled once for the whole service.
     pub fn build(inputs: Vec<RuleInput>, limits: RuleLimits) -> RuleSetBuild {
         let mut builder = TrieBuilder::with_node_limit(limits.max_nodes);
         let mut refused = Vec::new();

@@ -38,7 +38,12 @@ impl QueryCondition {
     /// Whether the condition holds, reading the arguments directly (the compiled rules read
     /// them once per request instead; both agree).
     pub fn holds(&self, args: &RequestArgs<'_>) -> bool {
-        match (&self.expect, args.get(&self.name)) {
+        self.holds_for(args.get(&self.name))
+    }
+
+    /// Whether the condition holds for `value`, the request's value for [`Self::name`].
+    pub fn holds_for(&self, value: Option<ArgValue<'_>>) -> bool {
+        match (&self.expect, value) {
             (_, None) => false,
             (Expect::Present, Some(_)) => true,
             (Expect::Equals(want), Some(ArgValue::Raw(raw))) => crate::args::decoded_eq(raw, want),

@@ -8,8 +8,10 @@
 //!
 //! Matching simulates the trie as an automaton over the path bytes. A single live position
 //! (the common case) skips through labels and repeat runs without per-byte bookkeeping. Where
-//! the path is ambiguous (a repeat that may go on or end, overlapping edges), the set of live
-//! positions is tracked as a lazily built DFA: each distinct set is stored once per walk with
+//! the path is ambiguous (a repeat that may go on or end, overlapping edges), a few live
+//! positions are first stepped in lockstep; a longer stretch, or more positions, is tracked
+//! as a lazily built DFA (and goes back to lockstep where the DFA keeps building states it
+//! never reuses): each distinct set is stored once per walk with
 //! its transitions, over byte classes (bytes the trie cannot tell apart share one), so a path
 //! that keeps the automaton in a few states costs one table lookup per byte however many
 //! rules are behind them. Equal positions are merged, and the rules at a node are reported at
@@ -776,7 +778,7 @@ enum Single {
     Dead,
     /// The path is consumed with this state live.
     End(State),
-    /// The next byte leads several ways: continue with the DFA from this state.
+    /// The next byte leads several ways: continue in lockstep from this state.
     Ambiguous(State),
 }
 
