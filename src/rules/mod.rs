@@ -456,9 +456,14 @@ impl RuleSet {
         // A copy of the ANY rules under each method's root spares every request a second
         // walk; it is made only while it costs little (at most as many nodes again as the
         // rest, or 64 Ki), so many methods with many ANY rules keep one shared root.
-        let other_nodes = patterns.builder.node_count() - any_nodes;
+        // Never at the cost of the node limit: copying is an optimisation, not a refusal.
+        let nodes = patterns.builder.node_count();
+        let other_nodes = nodes - any_nodes;
         let copies = any_nodes.saturating_mul(method_roots.len());
-        let any_copied = any_root.is_some() && copies <= other_nodes.max(ANY_COPY_MIN_NODES);
+        let any_copied = any_root.is_some()
+            && !patterns.full
+            && copies <= other_nodes.max(ANY_COPY_MIN_NODES)
+            && copies <= limits.max_nodes.saturating_sub(nodes);
         if any_copied {
             patterns.first_pass = false;
             for &(_, _, root) in &method_roots {

@@ -378,3 +378,51 @@ fn many_rules_only_the_right_ones_match() {
     assert!(run(&s, "GET", "/v1/resource1235/7.json", "").0.is_empty());
     assert!(run(&s, "GET", "/v1/resource1234/.json", "").0.is_empty());
 }
+
+/// Copying the `ANY` rules under each method's root is an optimisation: near the node limit
+/// it is not made (one shared root instead), and never turns into a refusal.
+#[test]
+fn any_rules_are_copied_only_within_the_node_limit() {
+    let inputs = |patterns: &[(&str, &str)]| -> Vec<RuleInput> {
+        patterns
+            .iter()
+            .map(|&(method, pattern)| RuleInput {
+                method: method.into(),
+                pattern: pattern.into(),
+                analysis: analyze(pattern),
+                metric: 0,
+                delta: 1,
+                last: false,
+                conditions: vec![],
+            })
+            .collect()
+    };
+    let rules = [
+        ("GET", "/get/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+        ("POST", "/post/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"),
+        ("ANY", "/any/cccccccccccccccccccccccccccccc"),
+    ];
+    let roomy = RuleSet::build(inputs(&rules), RuleLimits::DEFAULT);
+    assert!(roomy.set.any_copied);
+    // Enough nodes for every rule once, not for the copies.
+    let tight = RuleLimits {
+        max_nodes: roomy.nodes - 20,
+        ..RuleLimits::DEFAULT
+    };
+    let built = RuleSet::build(inputs(&rules), tight);
+    assert!(built.refused.is_empty(), "{:?}", built.refused);
+    assert!(!built.set.any_copied);
+    for method in ["GET", "POST", "PUT"] {
+        let (matched, _) = run(
+            &built.set,
+            method,
+            "/any/cccccccccccccccccccccccccccccc",
+            "",
+        );
+        assert_eq!(matched, [2], "{method}");
+    }
+    assert_eq!(
+        run(&built.set, "GET", "/get/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "").0,
+        [0]
+    );
+}
