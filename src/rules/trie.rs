@@ -844,11 +844,6 @@ impl Trie {
             + self.representative.len()
     }
 
-    /// How many byte classes the trie tells apart (the width of a DFA row).
-    pub fn byte_class_count(&self) -> usize {
-        self.representative.len()
-    }
-
     fn u32_at(&self, at: usize) -> Option<u32> {
         let bytes = self.arena.get(at..at + 4)?;
         Some(u32::from_le_bytes(bytes.try_into().ok()?))
