@@ -1,0 +1,514 @@
+//! One request's life in the gateway, from its headers to its end, without I/O.
+//!
+//! A binding feeds a [`RequestFlow`] the events its host delivers (request headers, body,
+//! trailers, the control service's answer or failure, the stream's end) and carries out the
+//! [`Action`] each returns. Everything the gateway decides lives here, so every binding
+//! behaves the same and the whole flow is tested natively:
+//!
+//! ```text
+//! headers ─┬─ body can change the decision ─▶ Pause … body end / trailers ─▶ ReadBody ─▶ on_body ─┐
+//!          └──────────────────────────────────────────────────────────────────────────────────┴▶ decide
+//! decide ─┬─ denied ─▶ Reply(service error)
+//!         └─ authorize ─▶ Call(authrep) … on_call_answer ─┬─ authorized ─▶ Forward(edits)
+//!                                       / on_call_failed  └─ refused or unavailable ─▶ Reply
+//! ```
+
+pub mod fakes;
+pub mod seams;
+#[cfg(test)]
+mod tests;
+
+use std::mem;
+
+use crate::backend::answer::{self, AnswerHeaders, ControlAnswer};
+use crate::backend::{OPTIONS_HEADER, OPTIONS_VALUE};
+use crate::compile::Compiled;
+use crate::credentials::Credentials;
+use crate::decision::{Outcome, Scratch, Verdict};
+use crate::forward::{DEBUG_HEADER, SECRET_TOKEN_HEADER};
+use crate::pairs::{self, HeaderMap};
+use crate::request::RequestView;
+
+use seams::{Effects, Level};
+
+/// The name a gateway gives itself in `X-3scale-hostname` when the host has none.
+pub const DEFAULT_NODE_NAME: &str = "tollgate";
+
+/// The compiled configuration and what a binding learns about its host once, at configure
+/// time: everything requests share.
+#[derive(Debug)]
+pub struct Gateway {
+    model: Compiled,
+    node_name: Box<str>,
+}
+
+impl Gateway {
+    /// `node_name` is the host's name for this gateway (Envoy's node id), if it has one.
+    pub fn new(model: Compiled, node_name: Option<&[u8]>) -> Self {
+        let node_name = match node_name {
+            Some(n) if !n.is_empty() => String::from_utf8_lossy(n).into(),
+            _ => DEFAULT_NODE_NAME.into(),
+        };
+        Gateway { model, node_name }
+    }
+
+    pub fn model(&self) -> &Compiled {
+        &self.model
+    }
+
+    pub fn node_name(&self) -> &str {
+        &self.node_name
+    }
+}
+
+/// Working memory requests borrow in turn (one per single-threaded VM): once grown, deciding
+/// and building calls allocate nothing.
+#[derive(Debug, Default)]
+pub struct Workspace {
+    decision: Scratch,
+    call_path: String,
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The decision's working memory (the matched rules and usage of the last decision).
+    pub fn decision(&self) -> &Scratch {
+        &self.decision
+    }
+}
+
+/// A call to the control service: `GET <path>` to `cluster`, with `Host: <authority>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControlCall<'a> {
+    /// The host's name for where control-service calls go (an Envoy cluster).
+    pub cluster: &'a str,
+    pub authority: &'a str,
+    /// `/transactions/authrep.xml?…`, every value percent-encoded.
+    pub path: &'a str,
+    pub timeout_ms: u32,
+}
+
+impl<'a> ControlCall<'a> {
+    /// The call's headers, pseudo-headers first.
+    pub fn headers(&self) -> [(&'a str, &'a str); 4] {
+        [
+            (":method", "GET"),
+            (":path", self.path),
+            (":authority", self.authority),
+            (OPTIONS_HEADER, OPTIONS_VALUE),
+        ]
+    }
+}
+
+/// A local answer to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalReply<'a> {
+    pub status: u16,
+    pub content_type: &'a str,
+    pub body: &'a str,
+    /// `Retry-After`, in seconds, for exceeded limits.
+    pub retry_after: Option<u64>,
+}
+
+impl LocalReply<'static> {
+    /// The answer when the gateway itself cannot work (no configuration, a host failure).
+    pub const INTERNAL_ERROR: LocalReply<'static> = LocalReply {
+        status: 500,
+        content_type: "text/plain; charset=utf-8",
+        body: "",
+        retry_after: None,
+    };
+}
+
+impl LocalReply<'_> {
+    /// Serializes the reply's headers as a host's header map into `out`.
+    pub fn encode_headers(&self, out: &mut Vec<u8>) {
+        let mut digits = [0u8; 20];
+        let retry_after = self.retry_after.map(|s| decimal(s, &mut digits));
+        let content_type = (&b"content-type"[..], self.content_type.as_bytes());
+        let retry = retry_after.map(|d| (&b"retry-after"[..], d));
+        pairs::encode(std::iter::once(content_type).chain(retry), out);
+    }
+}
+
+/// `n` in decimal, without allocating.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        if let Some(d) = buf.get_mut(at) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || at == 0 {
+            break;
+        }
+    }
+    buf.get(at..).unwrap_or_default()
+}
+
+/// What changes on the request before it goes upstream: the debug header never leaves, and
+/// the secret-token header is the service's (or absent), never the client's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamEdits<'a> {
+    pub secret_token: Option<&'a str>,
+}
+
+impl UpstreamEdits<'_> {
+    /// Headers removed from every forwarded request.
+    pub const REMOVED: [&'static str; 1] = [DEBUG_HEADER];
+    /// The header set to [`UpstreamEdits::secret_token`] (removed when there is none).
+    pub const SECRET_TOKEN: &'static str = SECRET_TOKEN_HEADER;
+}
+
+/// What a binding does after an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action<'a> {
+    /// Let this phase go on untouched (nothing of ours is pending).
+    Continue,
+    /// Hold the request: more body is coming, or the control service has the call.
+    Pause,
+    /// The body is complete: read what the host buffered and pass it to
+    /// [`RequestFlow::on_body`].
+    ReadBody,
+    /// Send this call, hold the request, and report the answer with
+    /// [`RequestFlow::on_call_answer`] (or [`RequestFlow::on_call_failed`] if it cannot be sent).
+    Call(ControlCall<'a>),
+    /// Answer the client; the request goes no further.
+    Reply(LocalReply<'a>),
+    /// Apply the edits and let the request go upstream (resume it if it was held).
+    Forward(UpstreamEdits<'a>),
+}
+
+/// Where a request is.
+#[derive(Debug, Default)]
+enum State {
+    /// Nothing seen yet.
+    #[default]
+    Start,
+    /// Held for its body; the headers are kept (a host stops serving them once the request
+    /// goes on, and reading them once is cheaper anyway).
+    WaitingForBody(HeaderMap),
+    /// The control service has the call.
+    Calling(Pending),
+    /// Forwarded or answered: later events pass through.
+    Done,
+}
+
+/// What an authorization keeps while the control service answers.
+#[derive(Debug)]
+struct Pending {
+    service: usize,
+    /// Only for a client that asked for the debug headers.
+    debug: Option<Box<DebugCapture>>,
+}
+
+#[derive(Debug)]
+struct DebugCapture {
+    credentials: Credentials<'static>,
+    matched: Vec<u32>,
+    usage: Vec<(u32, i64)>,
+}
+
+/// The gateway's side of one request.
+#[derive(Debug, Default)]
+pub struct RequestFlow {
+    state: State,
+    response_headers: Vec<(&'static str, String)>,
+}
+
+const METHOD: &[u8] = b":method";
+const AUTHORITY: &[u8] = b":authority";
+const HOST: &[u8] = b"host";
+const PATH: &[u8] = b":path";
+const CONTENT_LENGTH: &[u8] = b"content-length";
+const STATUS: &[u8] = b":status";
+
+impl RequestFlow {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether the control service has this request's call.
+    pub fn is_calling(&self) -> bool {
+        matches!(self.state, State::Calling(_))
+    }
+
+    /// The request headers arrived. `end_of_stream`: no body follows.
+    pub fn on_request_headers<'a>(
+        &mut self,
+        gateway: &'a Gateway,
+        workspace: &'a mut Workspace,
+        headers: HeaderMap,
+        end_of_stream: bool,
+        effects: Effects<'_>,
+    ) -> Action<'a> {
+        if !matches!(self.state, State::Start) {
+            return Action::Continue;
+        }
+        let model = &gateway.model;
+        let method = headers.get(METHOD).unwrap_or_default();
+        let authority = authority(&headers);
+        // APIcast reads no body larger than its buffer, so a request announcing one is
+        // decided at once.
+        let too_large = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .is_some_and(|n| n > model.request_body_max_bytes);
+        if !end_of_stream && !too_large && model.wants_body(method, authority, &headers) {
+            self.state = State::WaitingForBody(headers);
+            return Action::Pause;
+        }
+        self.decide(gateway, workspace, &headers, None, effects)
+    }
+
+    /// Body data arrived: `buffered` bytes so far.
+    pub fn on_request_body<'a>(
+        &mut self,
+        gateway: &'a Gateway,
+        workspace: &'a mut Workspace,
+        buffered: usize,
+        end_of_stream: bool,
+        effects: Effects<'_>,
+    ) -> Action<'a> {
+        match &self.state {
+            // The answer decides; letting this phase go on would send the request upstream
+            // before it.
+            State::Calling(_) => Action::Pause,
+            State::WaitingForBody(_) if buffered > gateway.model.request_body_max_bytes => {
+                // APIcast ignores a body larger than its buffer.
+                self.decide_held(gateway, workspace, None, effects)
+            }
+            State::WaitingForBody(_) if end_of_stream => Action::ReadBody,
+            State::WaitingForBody(_) => Action::Pause,
+            State::Start | State::Done => Action::Continue,
+        }
+    }
+
+    /// Trailers arrived: the body (if any) is complete.
+    pub fn on_request_trailers(&mut self) -> Action<'static> {
+        match self.state {
+            State::Calling(_) => Action::Pause,
+            State::WaitingForBody(_) => Action::ReadBody,
+            State::Start | State::Done => Action::Continue,
+        }
+    }
+
+    /// The body the host buffered, after [`Action::ReadBody`]; `None` if it could not be read
+    /// (the request is then decided without it, as APIcast does without a body).
+    pub fn on_body<'a>(
+        &mut self,
+        gateway: &'a Gateway,
+        workspace: &'a mut Workspace,
+        body: Option<&[u8]>,
+        effects: Effects<'_>,
+    ) -> Action<'a> {
+        match self.state {
+            State::WaitingForBody(_) => self.decide_held(gateway, workspace, body, effects),
+            State::Calling(_) => Action::Pause,
+            State::Start | State::Done => Action::Continue,
+        }
+    }
+
+    /// The control service answered with these headers (`None`: the call failed without an
+    /// answer).
+    pub fn on_call_answer<'a>(
+        &mut self,
+        gateway: &'a Gateway,
+        answer: Option<&HeaderMap>,
+        effects: Effects<'_>,
+    ) -> Action<'a> {
+        let State::Calling(pending) = mem::replace(&mut self.state, State::Done) else {
+            return Action::Continue;
+        };
+        let status = answer.and_then(|h| h.get(STATUS)).and_then(parse_status);
+        let interpreted = match answer {
+            Some(h) => answer::interpret(
+                status,
+                AnswerHeaders {
+                    rejection_reason: h.get(answer::REJECTION_REASON.as_bytes()),
+                    limit_reset: h.get(answer::LIMIT_RESET.as_bytes()),
+                    limit_max_value: h.get(answer::LIMIT_MAX_VALUE.as_bytes()),
+                },
+            ),
+            None => ControlAnswer::Unavailable,
+        };
+        self.settle(gateway, pending, interpreted, status, effects)
+    }
+
+    /// The call could not be sent (the host refused it: an unknown cluster, say).
+    pub fn on_call_failed<'a>(&mut self, gateway: &'a Gateway, effects: Effects<'_>) -> Action<'a> {
+        let State::Calling(pending) = mem::replace(&mut self.state, State::Done) else {
+            return Action::Continue;
+        };
+        self.settle(gateway, pending, ControlAnswer::Unavailable, None, effects)
+    }
+
+    /// The response headers are on their way to the client: these are added to them.
+    pub fn on_response_headers(&mut self) -> Vec<(&'static str, String)> {
+        mem::take(&mut self.response_headers)
+    }
+
+    /// The stream ended (the client went away, or the request is complete). A late answer
+    /// to its call is ignored.
+    pub fn on_stream_end(&mut self) {
+        self.state = State::Done;
+    }
+
+    fn decide_held<'a>(
+        &mut self,
+        gateway: &'a Gateway,
+        workspace: &'a mut Workspace,
+        body: Option<&[u8]>,
+        effects: Effects<'_>,
+    ) -> Action<'a> {
+        let State::WaitingForBody(headers) = mem::replace(&mut self.state, State::Done) else {
+            return Action::Continue;
+        };
+        self.decide(gateway, workspace, &headers, body, effects)
+    }
+
+    fn decide<'a>(
+        &mut self,
+        gateway: &'a Gateway,
+        workspace: &'a mut Workspace,
+        headers: &HeaderMap,
+        body: Option<&[u8]>,
+        effects: Effects<'_>,
+    ) -> Action<'a> {
+        self.state = State::Done;
+        let model = &gateway.model;
+        let view = RequestView {
+            method: headers.get(METHOD).unwrap_or_default(),
+            authority: authority(headers),
+            target: headers.get(PATH).unwrap_or_default(),
+            headers,
+            body,
+        };
+        let Workspace {
+            decision: scratch,
+            call_path,
+        } = workspace;
+        let decision = model.decide(&view, scratch);
+        match decision.verdict {
+            Verdict::Deny(reason) => {
+                effects.counters.increment(reason.outcome());
+                let reply = match decision.response() {
+                    Some(r) => LocalReply {
+                        status: r.status,
+                        content_type: r.content_type,
+                        body: r.body,
+                        retry_after: None,
+                    },
+                    None => LocalReply::INTERNAL_ERROR,
+                };
+                Action::Reply(reply)
+            }
+            Verdict::Authorize => {
+                let (Some(service), Some(credentials)) = (decision.service, decision.credentials)
+                else {
+                    effects.log.log(
+                        Level::Error,
+                        format_args!("an authorization without its service or credentials"),
+                    );
+                    return Action::Reply(LocalReply::INTERNAL_ERROR);
+                };
+                call_path.clear();
+                service.write_authrep(&credentials, scratch.usage(), call_path);
+                let debug = headers
+                    .get(DEBUG_HEADER.as_bytes())
+                    .is_some_and(|v| service.debug_requested(v))
+                    .then(|| {
+                        Box::new(DebugCapture {
+                            credentials: credentials.into_owned(),
+                            matched: scratch.matched_rules().to_vec(),
+                            usage: scratch.usage().to_vec(),
+                        })
+                    });
+                self.state = State::Calling(Pending {
+                    service: service.index,
+                    debug,
+                });
+                Action::Call(ControlCall {
+                    cluster: &model.control_cluster,
+                    authority: &service.control_authority,
+                    path: call_path,
+                    timeout_ms: model.control_timeout_ms,
+                })
+            }
+        }
+    }
+
+    fn settle<'a>(
+        &mut self,
+        gateway: &'a Gateway,
+        pending: Pending,
+        answer: ControlAnswer,
+        status: Option<u16>,
+        effects: Effects<'_>,
+    ) -> Action<'a> {
+        let Some(service) = gateway.model.services.get(pending.service) else {
+            return Action::Reply(LocalReply::INTERNAL_ERROR);
+        };
+        let (outcome, reply) = service.reply_for(answer);
+        effects.counters.increment(outcome);
+        if outcome == Outcome::ControlServiceError {
+            match status {
+                Some(s) => effects.log.log(
+                    Level::Warn,
+                    format_args!(
+                        "control service unavailable for service {} (status {s})",
+                        service.id
+                    ),
+                ),
+                None => effects.log.log(
+                    Level::Warn,
+                    format_args!(
+                        "control service unavailable for service {} (no answer)",
+                        service.id
+                    ),
+                ),
+            }
+        }
+        if let Some(reply) = reply {
+            return Action::Reply(LocalReply {
+                status: reply.response.status,
+                content_type: reply.response.content_type,
+                body: reply.response.body,
+                retry_after: reply.retry_after,
+            });
+        }
+        if let Some(debug) = pending.debug {
+            self.response_headers = service.debug_headers(
+                &debug.credentials,
+                &debug.matched,
+                &debug.usage,
+                &gateway.node_name,
+            );
+        }
+        Action::Forward(UpstreamEdits {
+            secret_token: service.secret_token(),
+        })
+    }
+}
+
+/// `:authority`, else `Host`, else empty.
+fn authority(headers: &HeaderMap) -> &[u8] {
+    headers
+        .get(AUTHORITY)
+        .or_else(|| headers.get(HOST))
+        .unwrap_or_default()
+}
+
+/// A `:status` value: three digits, nothing else.
+fn parse_status(value: &[u8]) -> Option<u16> {
+    let s = std::str::from_utf8(value).ok()?;
+    if s.len() != 3 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}

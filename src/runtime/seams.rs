@@ -1,0 +1,144 @@
+//! What the runtime needs from a host, as traits: the clock, counters, logs and a store that
+//! every worker shares. Bindings implement them over their host (proxy-wasm hostcalls for the
+//! filter); [`super::fakes`] implements them for tests.
+
+use std::fmt;
+
+use crate::decision::Outcome;
+
+/// A point in time from the host's clock, in nanoseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(u64);
+
+impl Timestamp {
+    pub const fn from_nanos(nanos: u64) -> Self {
+        Timestamp(nanos)
+    }
+
+    pub const fn as_nanos(self) -> u64 {
+        self.0
+    }
+
+    /// Whole seconds since the epoch (the control service's periods are in seconds).
+    pub const fn as_secs(self) -> u64 {
+        self.0 / 1_000_000_000
+    }
+}
+
+/// The host's clock. Time is an argument everywhere in the core: wasm32-unknown-unknown has
+/// no clock of its own, and tests need to move time by hand.
+pub trait Clock {
+    fn now(&self) -> Timestamp;
+}
+
+/// Counts outcomes (Envoy: `tollgate.<outcome>` counters). Best effort: a host that cannot
+/// count must not fail a request.
+pub trait Counters {
+    fn increment(&self, outcome: Outcome);
+}
+
+/// How bad a log line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+/// Where the runtime's log lines go. Messages never contain credentials or tokens.
+pub trait Log {
+    fn log(&self, level: Level, message: fmt::Arguments<'_>);
+}
+
+/// The effects one request event may have, borrowed from the binding for the call.
+#[derive(Clone, Copy)]
+pub struct Effects<'a> {
+    pub clock: &'a dyn Clock,
+    pub counters: &'a dyn Counters,
+    pub log: &'a dyn Log,
+}
+
+/// A version of a stored value, for compare-and-swap. Envoy gives every successful write a
+/// new one from a process-wide counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Version(pub u32);
+
+/// A stored value and its version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub value: Vec<u8>,
+    pub version: Version,
+}
+
+/// The result of a compare-and-swap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Swap {
+    Done,
+    /// Someone else wrote the key since the version was read.
+    Lost,
+}
+
+/// A store failure (the host refused the call): the caller's fallback applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the shared store refused the call (status {status})")]
+pub struct StoreError {
+    pub status: u32,
+}
+
+/// A key-value store shared by every worker of a gateway (Envoy's shared data), with Envoy's
+/// semantics:
+/// - there is no delete, so key spaces must be bounded by whoever uses the store;
+/// - a write with `expected: None` is unconditional;
+/// - a write with `expected: Some(v)` fails with [`Swap::Lost`] when the key exists with a
+///   version other than `v`, and succeeds when the key does not exist at all (two workers can
+///   both "create" a key: initialise keys before racing on them).
+pub trait SharedStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Stored>, StoreError>;
+    fn compare_and_swap(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        expected: Option<Version>,
+    ) -> Result<Swap, StoreError>;
+}
+
+/// How [`update`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Updated<T> {
+    /// The new value was written; `T` is what `change` said about it.
+    Written(T),
+    /// `change` decided nothing should be written.
+    Unchanged(T),
+    /// Every attempt lost a race: the caller decides what that means (never looser limits).
+    Contended,
+}
+
+/// Reads `key`, lets `change` compute a new value from the current one, and writes it with
+/// compare-and-swap, retrying at most `retries` times after a lost race.
+///
+/// `change` gets the current value (`None` when the key is missing) and a buffer to fill with
+/// the new value; it returns `(write, result)`.
+pub fn update<S, T>(
+    store: &S,
+    key: &[u8],
+    retries: u32,
+    mut change: impl FnMut(Option<&[u8]>, &mut Vec<u8>) -> (bool, T),
+) -> Result<Updated<T>, StoreError>
+where
+    S: SharedStore + ?Sized,
+{
+    let mut next = Vec::new();
+    for _ in 0..=retries {
+        let current = store.get(key)?;
+        next.clear();
+        let (write, result) = change(current.as_ref().map(|s| s.value.as_slice()), &mut next);
+        if !write {
+            return Ok(Updated::Unchanged(result));
+        }
+        match store.compare_and_swap(key, &next, current.map(|s| s.version))? {
+            Swap::Done => return Ok(Updated::Written(result)),
+            Swap::Lost => continue,
+        }
+    }
+    Ok(Updated::Contended)
+}
