@@ -20,19 +20,44 @@ pub struct Diagnostic {
     pub severity: Severity,
     pub path: String,
     pub message: String,
+    /// The message without the document's values it quotes (a mistyped token, say), for
+    /// logs; `None` when it quotes none.
+    #[serde(skip)]
+    pub redacted_message: Option<String>,
 }
 
-impl fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Diagnostic {
+    /// The diagnostic as a log line may show it: without any value from the document.
+    pub fn redacted(&self) -> Redacted<'_> {
+        Redacted(self)
+    }
+
+    fn write(&self, f: &mut fmt::Formatter<'_>, message: &str) -> fmt::Result {
         let level = match self.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
         if self.path.is_empty() {
-            write!(f, "{level}: {}", self.message)
+            write!(f, "{level}: {message}")
         } else {
-            write!(f, "{level}: {}: {}", self.path, self.message)
+            write!(f, "{level}: {}: {message}", self.path)
         }
+    }
+}
+
+/// See [`Diagnostic::redacted`].
+pub struct Redacted<'a>(&'a Diagnostic);
+
+impl fmt::Display for Redacted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.0;
+        d.write(f, d.redacted_message.as_deref().unwrap_or(&d.message))
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write(f, &self.message)
     }
 }
 
@@ -55,11 +80,22 @@ impl Diagnostics {
         self.push(Severity::Warning, path.into(), message.into());
     }
 
+    /// An error whose message quotes the document; `redacted` is the message without it.
+    pub fn error_quoting(&mut self, path: impl Into<String>, message: String, redacted: String) {
+        self.items.push(Diagnostic {
+            severity: Severity::Error,
+            path: path.into(),
+            message,
+            redacted_message: Some(redacted),
+        });
+    }
+
     fn push(&mut self, severity: Severity, path: String, message: String) {
         self.items.push(Diagnostic {
             severity,
             path,
             message,
+            redacted_message: None,
         });
     }
 

@@ -62,7 +62,7 @@ pub fn load(bytes: &[u8]) -> Loaded {
     };
     let is_filter_config = matches!(&root, Value::Object(o) if o.contains_key("kind"));
     if is_filter_config {
-        let config = FilterConfig::from_json(bytes, &mut diagnostics);
+        let config = FilterConfig::from_value(&root, &mut diagnostics);
         let compiled = config
             .as_ref()
             .and_then(|c| compile(c, &FilterConfigPaths, &mut diagnostics));

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::diagnostics::Diagnostics;
 
+mod reader;
+
 /// The `kind` every FilterConfig carries, so a loader can tell it from a 3scale document.
 pub const KIND: &str = "tollgate.FilterConfig";
 /// The schema version this build reads and writes.
@@ -300,13 +302,20 @@ impl FilterConfig {
     /// the read at the first one, reported with its JSON path; [`crate::compile`] then reports
     /// every semantic problem.
     pub fn from_json(bytes: &[u8], diags: &mut Diagnostics) -> Option<Self> {
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        match serde_path_to_error::deserialize::<_, FilterConfig>(&mut de) {
+        let value: serde_json::Value = match serde_json::from_slice(bytes) {
+            Ok(v) => v,
+            Err(e) => {
+                diags.error("", crate::threescale::describe_json_error(&e));
+                return None;
+            }
+        };
+        Self::from_value(&value, diags)
+    }
+
+    /// As [`FilterConfig::from_json`], from parsed JSON.
+    pub fn from_value(value: &serde_json::Value, diags: &mut Diagnostics) -> Option<Self> {
+        match serde_path_to_error::deserialize::<_, FilterConfig>(reader::ValueReader(value)) {
             Ok(config) => {
-                if let Err(e) = de.end() {
-                    diags.error("", crate::threescale::describe_json_error(&e));
-                    return None;
-                }
                 if config.kind != KIND {
                     diags.error("kind", format!("expected \"{KIND}\""));
                     return None;
@@ -325,14 +334,12 @@ impl FilterConfig {
             }
             Err(e) => {
                 let path = e.path().to_string();
-                let inner = e.into_inner();
                 let path = if path == "." { String::new() } else { path };
-                let message = if inner.is_syntax() || inner.is_eof() {
-                    crate::threescale::describe_json_error(&inner)
-                } else {
-                    strip_position(&inner.to_string())
-                };
-                diags.error(path, message);
+                let inner = e.into_inner();
+                match inner.redacted {
+                    Some(redacted) => diags.error_quoting(path, inner.message, redacted),
+                    None => diags.error(path, inner.message),
+                }
                 None
             }
         }
@@ -341,13 +348,5 @@ impl FilterConfig {
     pub fn to_json_pretty(&self) -> String {
         // Serializing plain structs of strings and integers cannot fail.
         serde_json::to_string_pretty(self).unwrap_or_default()
-    }
-}
-
-/// serde_json appends " at line L column C" to data errors; the JSON path says it better.
-fn strip_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) => message.get(..i).unwrap_or(message).to_owned(),
-        None => message.to_owned(),
     }
 }

@@ -231,13 +231,21 @@ impl<'a, 'd> Reader<'a, 'd> {
         };
         if parsed.is_none() {
             let at = self.at(key);
-            let shown = match v {
-                Value::String(s) => format!("\"{s}\""),
-                Value::Number(n) => n.to_string(),
-                other => kind_of(other).to_owned(),
-            };
-            self.diags
-                .error(at, format!("expected an integer, found {shown}"));
+            match v {
+                Value::String(s) => self.diags.error_quoting(
+                    at,
+                    format!("expected an integer, found \"{s}\""),
+                    "expected an integer, found \"…\"".into(),
+                ),
+                Value::Number(n) => self.diags.error_quoting(
+                    at,
+                    format!("expected an integer, found {n}"),
+                    "expected an integer, found a number".into(),
+                ),
+                other => self
+                    .diags
+                    .error(at, format!("expected an integer, found {}", kind_of(other))),
+            }
             self.failed = true;
         }
         parsed
