@@ -1,0 +1,269 @@
+//! One HTTP stream: moves bytes between Envoy and the core's [`RequestFlow`] and carries out
+//! the actions it returns. No decision is made here.
+
+use std::rc::Rc;
+
+use hashbrown::HashMap;
+use tollgate::pairs::{self, HeaderMap};
+use tollgate::runtime::seams::Effects;
+use tollgate::runtime::{Action, ControlCall, LocalReply, RequestFlow, UpstreamEdits, Workspace};
+
+use crate::effects::{log, HostClock, HostLog};
+use crate::host::{self, Buffer, Headers, HostError, LogLevel};
+use crate::root::Configured;
+
+/// Proxy-wasm's answers to a stream callback.
+pub const CONTINUE: u32 = 0;
+pub const PAUSE: u32 = 1;
+
+/// What the streams of one VM share (a VM is single-threaded): working memory that, once
+/// grown, makes deciding, replying and calling allocation-free, and the calls in flight.
+#[derive(Default)]
+pub struct Shared {
+    pub workspace: Workspace,
+    /// Serialized header maps on their way to the host.
+    wire: Vec<u8>,
+    /// The stream each call token belongs to (answers arrive on the root context).
+    pub calls: HashMap<u32, u32>,
+}
+
+/// The trailers of a call: none, serialized.
+const NO_TRAILERS: [u8; 4] = [0; 4];
+
+pub struct Stream {
+    configured: Option<Rc<Configured>>,
+    flow: RequestFlow,
+}
+
+/// Where an action is carried out: it decides what "go on" means.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// In a request callback: go on by returning Continue.
+    Request,
+    /// In a call's answer: go on by resuming the held request.
+    CallAnswer,
+}
+
+fn effects(configured: &Configured) -> Effects<'_> {
+    Effects {
+        clock: &HostClock,
+        counters: &configured.counters,
+        log: &HostLog,
+    }
+}
+
+fn host_failure(what: &str, e: HostError) {
+    log(LogLevel::Error, &format!("{what}: {e}"));
+}
+
+/// What the flow is told next.
+enum Event {
+    Headers(HeaderMap, bool),
+    Body { buffered: usize, end: bool },
+    Trailers,
+    BodyRead(Option<Vec<u8>>),
+    CallAnswer(Option<HeaderMap>),
+    CallFailed,
+}
+
+/// An event leads to at most: read the body, decide, fail to call, reply.
+const MAX_STEPS: usize = 4;
+
+impl Stream {
+    pub fn new(configured: Option<Rc<Configured>>) -> Self {
+        Stream {
+            configured,
+            flow: RequestFlow::new(),
+        }
+    }
+
+    pub fn on_request_headers(&mut self, id: u32, shared: &mut Shared, end_of_stream: bool) -> u32 {
+        if self.configured.is_none() {
+            log(
+                LogLevel::Error,
+                "a request arrived before any configuration",
+            );
+            return reply(&mut shared.wire, LocalReply::INTERNAL_ERROR);
+        }
+        let headers = match host::header_map(Headers::Request) {
+            Ok(bytes) => HeaderMap::parse(bytes),
+            Err(e) => {
+                host_failure("cannot read the request headers", e);
+                return reply(&mut shared.wire, LocalReply::INTERNAL_ERROR);
+            }
+        };
+        match headers {
+            Ok(headers) => self.run(
+                id,
+                shared,
+                Event::Headers(headers, end_of_stream),
+                Phase::Request,
+            ),
+            Err(e) => {
+                log(LogLevel::Error, &format!("the host's request headers: {e}"));
+                reply(&mut shared.wire, LocalReply::INTERNAL_ERROR)
+            }
+        }
+    }
+
+    pub fn on_request_body(&mut self, id: u32, shared: &mut Shared, size: usize, end: bool) -> u32 {
+        let event = Event::Body {
+            buffered: size,
+            end,
+        };
+        self.run(id, shared, event, Phase::Request)
+    }
+
+    pub fn on_request_trailers(&mut self, id: u32, shared: &mut Shared) -> u32 {
+        self.run(id, shared, Event::Trailers, Phase::Request)
+    }
+
+    pub fn on_response_headers(&mut self) -> u32 {
+        for (name, value) in self.flow.on_response_headers() {
+            if let Err(e) = host::add_header(Headers::Response, name, &value) {
+                log(LogLevel::Warn, &format!("cannot add {name}: {e}"));
+            }
+        }
+        CONTINUE
+    }
+
+    /// The control service answered (`num_headers == 0`: the call failed without an answer).
+    pub fn on_call_answer(&mut self, id: u32, shared: &mut Shared, num_headers: usize) {
+        if let Err(e) = host::set_effective_context(id) {
+            // Nothing can reach this stream now; Envoy ends it at its idle timeout.
+            host_failure("cannot act on the request the answer is for", e);
+            self.flow.on_stream_end();
+            return;
+        }
+        let answer = if num_headers == 0 {
+            None
+        } else {
+            match host::header_map(Headers::CallResponse).map(HeaderMap::parse) {
+                Ok(Ok(headers)) => Some(headers),
+                Ok(Err(e)) => {
+                    log(LogLevel::Error, &format!("the host's answer headers: {e}"));
+                    None
+                }
+                Err(e) => {
+                    host_failure("cannot read the control service's answer", e);
+                    None
+                }
+            }
+        };
+        self.run(id, shared, Event::CallAnswer(answer), Phase::CallAnswer);
+    }
+
+    pub fn on_done(&mut self) {
+        self.flow.on_stream_end();
+    }
+
+    /// Tells the flow `event` and carries out what it answers, until the stream is held,
+    /// goes on or is answered.
+    fn run(&mut self, id: u32, shared: &mut Shared, mut event: Event, phase: Phase) -> u32 {
+        let Some(configured) = self.configured.clone() else {
+            return CONTINUE;
+        };
+        let gateway = &configured.gateway;
+        let fx = effects(&configured);
+        for _ in 0..MAX_STEPS {
+            let action = match event {
+                Event::Headers(headers, end) => {
+                    self.flow
+                        .on_request_headers(gateway, &mut shared.workspace, headers, end, fx)
+                }
+                Event::Body { buffered, end } => {
+                    self.flow
+                        .on_request_body(gateway, &mut shared.workspace, buffered, end, fx)
+                }
+                Event::Trailers => self.flow.on_request_trailers(),
+                Event::BodyRead(body) => {
+                    self.flow
+                        .on_body(gateway, &mut shared.workspace, body.as_deref(), fx)
+                }
+                Event::CallAnswer(answer) => self.flow.on_call_answer(gateway, answer.as_ref(), fx),
+                Event::CallFailed => self.flow.on_call_failed(gateway, fx),
+            };
+            event = match action {
+                Action::Continue => return CONTINUE,
+                Action::Pause => return PAUSE,
+                Action::Reply(r) => return reply(&mut shared.wire, r),
+                Action::Forward(edits) => return forward(&mut shared.wire, edits, phase),
+                Action::ReadBody => match host::buffer(Buffer::RequestBody, usize::MAX) {
+                    Ok(body) => Event::BodyRead(Some(body)),
+                    Err(e) => {
+                        log(
+                            LogLevel::Warn,
+                            &format!("cannot read the request body: {e}"),
+                        );
+                        Event::BodyRead(None)
+                    }
+                },
+                Action::Call(call) => match dispatch(&mut shared.wire, call) {
+                    Ok(token) => {
+                        shared.calls.insert(token, id);
+                        return PAUSE;
+                    }
+                    Err(e) => {
+                        host_failure(
+                            &format!("cannot call the control service (cluster {})", call.cluster),
+                            e,
+                        );
+                        Event::CallFailed
+                    }
+                },
+            };
+        }
+        log(LogLevel::Error, "the request flow did not settle");
+        reply(&mut shared.wire, LocalReply::INTERNAL_ERROR)
+    }
+}
+
+fn dispatch(wire: &mut Vec<u8>, call: ControlCall<'_>) -> Result<u32, HostError> {
+    let headers = call.headers();
+    pairs::encode(
+        headers.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+        wire,
+    );
+    host::http_call(call.cluster, wire, &NO_TRAILERS, call.timeout_ms)
+}
+
+/// Sends a local reply. If the host refuses it, the stream is reset rather than let through:
+/// a request the gateway did not authorize never reaches the upstream.
+fn reply(wire: &mut Vec<u8>, reply: LocalReply<'_>) -> u32 {
+    reply.encode_headers(wire);
+    if let Err(e) = host::send_local_response(reply.status, wire, reply.body) {
+        host_failure("cannot send the local reply", e);
+        if let Err(e) = host::close_request() {
+            host_failure("cannot reset the request either", e);
+        }
+    }
+    PAUSE
+}
+
+/// Applies the upstream edits and lets the request go on. If an edit fails, the request is
+/// answered with 500 instead: the client's own secret-token header must not reach the API.
+fn forward(wire: &mut Vec<u8>, edits: UpstreamEdits<'_>, phase: Phase) -> u32 {
+    let edited = UpstreamEdits::REMOVED
+        .iter()
+        .try_for_each(|name| host::remove_header(Headers::Request, name))
+        .and_then(|()| match edits.secret_token {
+            Some(token) => {
+                host::replace_header(Headers::Request, UpstreamEdits::SECRET_TOKEN, token)
+            }
+            None => host::remove_header(Headers::Request, UpstreamEdits::SECRET_TOKEN),
+        });
+    if let Err(e) = edited {
+        host_failure("cannot edit the upstream request", e);
+        return reply(wire, LocalReply::INTERNAL_ERROR);
+    }
+    match phase {
+        Phase::Request => CONTINUE,
+        Phase::CallAnswer => {
+            if let Err(e) = host::resume_request() {
+                host_failure("cannot resume the request", e);
+                return reply(wire, LocalReply::INTERNAL_ERROR);
+            }
+            CONTINUE
+        }
+    }
+}
