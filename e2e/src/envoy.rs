@@ -106,6 +106,11 @@ impl Envoy {
         Ok(ureq::get(&url).call()?.body_mut().read_to_string()?)
     }
 
+    /// The Envoy process (the wheel's launcher execs it), for CPU-time figures.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn config_path(&self) -> &PathBuf {
         &self.config_path
     }
