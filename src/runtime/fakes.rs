@@ -75,11 +75,14 @@ impl Log for FakeLog {
     }
 }
 
+/// A stored value and its version.
+type Entry = (Vec<u8>, u32);
+
 /// Envoy's shared data in memory: versions from one counter starting at 1, no delete, and a
 /// compare-and-swap on a missing key that succeeds whatever the version.
 #[derive(Debug)]
 pub struct FakeStore {
-    entries: RefCell<HashMap<Vec<u8>, (Vec<u8>, u32)>>,
+    entries: RefCell<HashMap<Vec<u8>, Entry>>,
     next_version: Cell<u32>,
     /// How many of the next compare-and-swaps on existing keys lose a race with a
     /// (simulated) other worker, which then writes the key itself.

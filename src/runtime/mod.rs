@@ -250,20 +250,20 @@ impl RequestFlow {
             return Action::Continue;
         }
         let model = &gateway.model;
-        let method = headers.get(METHOD).unwrap_or_default();
-        let authority = authority(&headers);
+        let known = Known::find(&headers);
         // APIcast reads no body larger than its buffer, so a request announcing one is
         // decided at once.
-        let too_large = headers
-            .get(CONTENT_LENGTH)
+        let too_large = known
+            .content_length
             .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|v| v.trim().parse::<usize>().ok())
             .is_some_and(|n| n > model.request_body_max_bytes);
-        if !end_of_stream && !too_large && model.wants_body(method, authority, &headers) {
+        if !end_of_stream && !too_large && model.wants_body(known.method, known.authority, &headers)
+        {
             self.state = State::WaitingForBody(headers);
             return Action::Pause;
         }
-        self.decide(gateway, workspace, &headers, None, effects)
+        self.decide(gateway, workspace, &headers, &known, None, effects)
     }
 
     /// Body data arrived: `buffered` bytes so far.
@@ -369,7 +369,8 @@ impl RequestFlow {
         let State::WaitingForBody(headers) = mem::replace(&mut self.state, State::Done) else {
             return Action::Continue;
         };
-        self.decide(gateway, workspace, &headers, body, effects)
+        let known = Known::find(&headers);
+        self.decide(gateway, workspace, &headers, &known, body, effects)
     }
 
     fn decide<'a>(
@@ -377,15 +378,16 @@ impl RequestFlow {
         gateway: &'a Gateway,
         workspace: &'a mut Workspace,
         headers: &HeaderMap,
+        known: &Known<'_>,
         body: Option<&[u8]>,
         effects: Effects<'_>,
     ) -> Action<'a> {
         self.state = State::Done;
         let model = &gateway.model;
         let view = RequestView {
-            method: headers.get(METHOD).unwrap_or_default(),
-            authority: authority(headers),
-            target: headers.get(PATH).unwrap_or_default(),
+            method: known.method,
+            authority: known.authority,
+            target: known.path,
             headers,
             body,
         };
@@ -419,8 +421,8 @@ impl RequestFlow {
                 };
                 call_path.clear();
                 service.write_authrep(&credentials, scratch.usage(), call_path);
-                let debug = headers
-                    .get(DEBUG_HEADER.as_bytes())
+                let debug = known
+                    .debug
                     .is_some_and(|v| service.debug_requested(v))
                     .then(|| {
                         Box::new(DebugCapture {
@@ -496,12 +498,40 @@ impl RequestFlow {
     }
 }
 
-/// `:authority`, else `Host`, else empty.
-fn authority(headers: &HeaderMap) -> &[u8] {
-    headers
-        .get(AUTHORITY)
-        .or_else(|| headers.get(HOST))
-        .unwrap_or_default()
+/// The headers the flow itself reads, found in one pass (the first of each, as NGINX takes
+/// them; `:authority`, else `Host`).
+struct Known<'h> {
+    method: &'h [u8],
+    authority: &'h [u8],
+    path: &'h [u8],
+    content_length: Option<&'h [u8]>,
+    debug: Option<&'h [u8]>,
+}
+
+impl<'h> Known<'h> {
+    fn find(headers: &'h HeaderMap) -> Self {
+        let (mut method, mut authority, mut host, mut path) = (None, None, None, None);
+        let (mut content_length, mut debug) = (None, None);
+        for (name, value) in headers.iter() {
+            let slot = match name {
+                METHOD => &mut method,
+                AUTHORITY => &mut authority,
+                PATH => &mut path,
+                n if n.eq_ignore_ascii_case(HOST) => &mut host,
+                n if n.eq_ignore_ascii_case(CONTENT_LENGTH) => &mut content_length,
+                n if n.eq_ignore_ascii_case(DEBUG_HEADER.as_bytes()) => &mut debug,
+                _ => continue,
+            };
+            slot.get_or_insert(value);
+        }
+        Known {
+            method: method.unwrap_or_default(),
+            authority: authority.or(host).unwrap_or_default(),
+            path: path.unwrap_or_default(),
+            content_length,
+            debug,
+        }
+    }
 }
 
 /// A `:status` value: three digits, nothing else.
