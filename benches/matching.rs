@@ -30,7 +30,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use tollgate::args::RequestArgs;
-use tollgate::compile::FilterConfigPaths;
+use tollgate::config::FilterConfigPaths;
 use tollgate::config::{
     BackendEndpoint, BackendVersion, ControlServiceAuth, ControlServiceAuthKind, CredentialsConfig,
     ErrorsConfig, FilterConfig, MappingRuleConfig, Secret, ServiceConfig, UpstreamConfig,

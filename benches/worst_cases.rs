@@ -51,7 +51,7 @@ use peak_alloc::PeakAlloc;
 use serde_json::{json, Value};
 
 use tollgate::args::RequestArgs;
-use tollgate::compile::FilterConfigPaths;
+use tollgate::config::FilterConfigPaths;
 use tollgate::config::{
     BackendEndpoint, BackendVersion, ControlServiceAuth, ControlServiceAuthKind, CredentialsConfig,
     ErrorsConfig, FilterConfig, MappingRuleConfig, Secret, ServiceConfig, UpstreamConfig,

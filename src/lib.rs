@@ -24,7 +24,8 @@ pub mod service;
 pub mod threescale;
 pub mod url;
 
-pub use compile::{compile, Compiled, ErrorKind, Service};
+pub use compile::{compile, Compiled, Service};
+pub use config::location::ErrorKind;
 pub use config::FilterConfig;
 pub use credentials::Credentials;
 pub use decision::{Decision, DenyReason, Outcome, Reply, Response, Scratch, Verdict};

@@ -37,7 +37,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
-use tollgate::compile::{compile, FilterConfigPaths};
+use tollgate::compile;
+use tollgate::config::FilterConfigPaths;
 use tollgate::diagnostics::Diagnostics;
 use tollgate::service::{normalize_host, MAX_HOST_LEN};
 use tollgate::url::HttpUrl;

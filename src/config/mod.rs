@@ -12,7 +12,14 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::diagnostics::Diagnostics;
+use crate::diagnostics::{describe_json_error, without_position, Diagnostics};
+
+pub mod location;
+
+pub use location::{
+    CredentialName, ErrorField, ErrorKind, FilterConfigPaths, Loc, RuleField, ServiceField,
+    SourcePaths,
+};
 
 /// The `kind` every FilterConfig carries, so a loader can tell it from a 3scale document.
 pub const KIND: &str = "tollgate.FilterConfig";
@@ -304,7 +311,7 @@ impl FilterConfig {
         match serde_path_to_error::deserialize::<_, FilterConfig>(&mut de) {
             Ok(config) => {
                 if let Err(e) = de.end() {
-                    diags.error("", crate::threescale::describe_json_error(&e));
+                    diags.error("", describe_json_error(&e));
                     return None;
                 }
                 if config.kind != KIND {
@@ -328,9 +335,9 @@ impl FilterConfig {
                 let inner = e.into_inner();
                 let path = if path == "." { String::new() } else { path };
                 let message = if inner.is_syntax() || inner.is_eof() {
-                    crate::threescale::describe_json_error(&inner)
+                    describe_json_error(&inner)
                 } else {
-                    strip_position(&inner.to_string())
+                    without_position(&inner.to_string())
                 };
                 diags.error(path, message);
                 None
@@ -341,13 +348,5 @@ impl FilterConfig {
     pub fn to_json_pretty(&self) -> String {
         // Serializing plain structs of strings and integers cannot fail.
         serde_json::to_string_pretty(self).unwrap_or_default()
-    }
-}
-
-/// serde_json appends " at line L column C" to data errors; the JSON path says it better.
-fn strip_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) => message.get(..i).unwrap_or(message).to_owned(),
-        None => message.to_owned(),
     }
 }
