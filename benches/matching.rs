@@ -608,7 +608,7 @@ fn cross_check(
     baseline: &Baseline,
     requests: &[OwnedRequest],
 ) -> CheckStats {
-    let service = &compiled.services[0];
+    let service = &compiled.services()[0];
     let headers: Vec<(&str, &str)> = Vec::new();
     let mut scratch = Scratch::new();
     let mut bscratch = BaselineScratch::default();
@@ -647,7 +647,7 @@ fn cross_check(
             if mismatches <= 5 {
                 let show = |ids: &[u32]| {
                     ids.iter()
-                        .map(|&i| format!("#{i} {}", service.rules.pattern(i)))
+                        .map(|&i| format!("#{i} {}", service.rules().pattern(i)))
                         .collect::<Vec<_>>()
                         .join(", ")
                 };
@@ -799,7 +799,7 @@ fn build_case(n: usize, engine: bool) -> Case {
         }
         panic!("the generated {n}-rule configuration does not compile");
     };
-    assert_eq!(compiled.services[0].rules.len(), n);
+    assert_eq!(compiled.services()[0].rules().len(), n);
     let baseline = Baseline::new(&config);
     let requests = generate_requests(&specs, 0x7011_6a7e ^ n as u64);
     let check = cross_check(n, &compiled, &baseline, &requests);
@@ -1023,7 +1023,7 @@ fn main() {
     );
     println!("{}", "-".repeat(112));
     for (c, t, b) in &results {
-        let service = &c.compiled.services[0];
+        let service = &c.compiled.services()[0];
         let (b_median, b_spread, speedup) = match b {
             Some(b) => (
                 format!("{:.1}", b.median_ns),
@@ -1039,8 +1039,8 @@ fn main() {
             } else {
                 c.n.to_string()
             },
-            service.rules.trie_bytes().div_ceil(1024),
-            service.rules.regex_rule_count(),
+            service.rules().trie_bytes().div_ceil(1024),
+            service.rules().regex_rule_count(),
             c.check.authorized as f64 * 100.0 / c.requests.len() as f64,
             c.check.matched_total as f64 / c.requests.len() as f64,
             t.median_ns,

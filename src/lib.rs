@@ -9,13 +9,12 @@
 
 pub mod args;
 pub mod backend;
-pub mod compile;
 pub mod config;
 pub mod credentials;
-pub mod decision;
 pub mod diagnostics;
 pub mod forward;
 pub mod load;
+pub mod model;
 pub mod path;
 pub mod percent;
 pub mod request;
@@ -24,13 +23,13 @@ pub mod service;
 pub mod threescale;
 pub mod url;
 
-pub use compile::{compile, Compiled, Service};
 pub use config::location::ErrorKind;
 pub use config::FilterConfig;
 pub use credentials::Credentials;
-pub use decision::{Decision, DenyReason, Outcome, Reply, Response, Scratch, Verdict};
 pub use diagnostics::{Diagnostic, Diagnostics, Severity};
 pub use load::{load, Loaded, SourceFormat};
+pub use model::decision::{Decision, DenyReason, Outcome, Reply, Response, Scratch, Verdict};
+pub use model::{compile, decision, Compiled, Service};
 pub use request::{Headers, RequestView};
 
 #[cfg(test)]

@@ -4,9 +4,9 @@
 
 use serde_json::Value;
 
-use crate::compile::{compile, Compiled};
 use crate::config::{FilterConfig, FilterConfigPaths};
 use crate::diagnostics::{describe_json_error, Diagnostics};
+use crate::model::{compile, Compiled};
 use crate::threescale::translate;
 
 /// The largest configuration accepted. 3scale configurations with thousands of rules weigh a

@@ -1540,7 +1540,7 @@ fn check_decision(
                 DenyReason::UriTooLong => {
                     prop_assert_eq!(r.status, 414);
                     let line = tollgate::decision::request_line_len(req.method, req.target);
-                    prop_assert!(line > compiled.request_line_max_bytes);
+                    prop_assert!(line > compiled.request_line_max_bytes());
                 }
                 DenyReason::UnknownService => prop_assert_eq!(r.status, 404),
                 DenyReason::AuthMissing => prop_assert!(decision.credentials.is_none()),
@@ -1560,14 +1560,14 @@ fn check_decision(
     }
     if let Some(service) = decision.service {
         for &id in scratch.matched_rules() {
-            prop_assert!((id as usize) < service.rules.len());
+            prop_assert!((id as usize) < service.rules().len());
         }
         for w in scratch.usage().windows(2) {
             prop_assert!(w[0].0 < w[1].0, "usage not sorted: {:?}", scratch.usage());
         }
         for &(metric, total) in scratch.usage() {
             prop_assert!(total > 0);
-            prop_assert!((metric as usize) < service.metrics.len());
+            prop_assert!((metric as usize) < service.metrics().len());
         }
     }
     Ok(())

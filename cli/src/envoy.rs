@@ -124,7 +124,7 @@ pub fn bootstrap(config: &FilterConfig, options: &EnvoyOptions) -> Result<Node, 
     let mut claimed: Vec<String> = Vec::new();
     let mut vhost_names = Names::default();
 
-    for (svc, service) in config.services.iter().zip(&compiled.services) {
+    for (svc, service) in config.services.iter().zip(compiled.services()) {
         let mut domains = Vec::new();
         for host in &svc.hosts {
             let domain = domain(host)?;
@@ -136,7 +136,7 @@ pub fn bootstrap(config: &FilterConfig, options: &EnvoyOptions) -> Result<Node, 
         if domains.is_empty() {
             continue;
         }
-        let routes = match &service.upstream.api_backend {
+        let routes = match &service.upstream().api_backend() {
             None => vec![not_found_route()],
             Some(url) => {
                 let key = (url.https, url.host.clone(), url.effective_port());
@@ -149,7 +149,7 @@ pub fn bootstrap(config: &FilterConfig, options: &EnvoyOptions) -> Result<Node, 
                         name
                     }
                 };
-                let host = service.upstream.host_header().unwrap_or_default();
+                let host = service.upstream().host_header().unwrap_or_default();
                 upstream_routes(&cluster, &host, &url.path)
             }
         };

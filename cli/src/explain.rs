@@ -242,8 +242,8 @@ fn explanation(decision: &Decision<'_, '_>, scratch: &Scratch) -> Explanation {
         _ => None,
     };
     Explanation {
-        service_id: service.map(|s| s.id.to_string()),
-        service_name: service.map(|s| s.name.to_string()),
+        service_id: service.map(|s| s.id().to_string()),
+        service_name: service.map(|s| s.name().to_string()),
         credentials: decision.credentials.as_ref().map(credentials_map),
         path,
         matched_rules: service
@@ -251,7 +251,7 @@ fn explanation(decision: &Decision<'_, '_>, scratch: &Scratch) -> Explanation {
                 scratch
                     .matched_rules()
                     .iter()
-                    .map(|&id| s.rules.pattern(id).to_owned())
+                    .map(|&id| s.rules().pattern(id).to_owned())
                     .collect()
             })
             .unwrap_or_default(),

@@ -112,7 +112,7 @@ impl RootContext for Root {
             .collect();
         log(
             LogLevel::Info,
-            &format!("configured {} services", compiled.services.len()),
+            &format!("configured {} services", compiled.services().len()),
         );
         self.filter = Some(Rc::new(Filter { compiled, counters }));
         true
@@ -211,7 +211,7 @@ impl Context for Request {
                 limit_max_value: find(answer::LIMIT_MAX_VALUE),
             },
         );
-        let Some(service) = filter.compiled.services.get(pending.service) else {
+        let Some(service) = filter.compiled.services().get(pending.service) else {
             return;
         };
         let (outcome, reply) = service.reply_for(answer);
@@ -221,7 +221,7 @@ impl Context for Request {
                 LogLevel::Warn,
                 &format!(
                     "control service unavailable for service {} (status {})",
-                    service.id,
+                    service.id(),
                     status.map_or("none".to_owned(), |s| s.to_string())
                 ),
             );
@@ -352,18 +352,18 @@ impl Request {
     }
 
     fn call(&mut self, filter: &Filter, path: &str, pending: Pending) -> Action {
-        let Some(service) = filter.compiled.services.get(pending.service) else {
+        let Some(service) = filter.compiled.services().get(pending.service) else {
             return internal_error();
         };
         let headers = vec![
             (":method", "GET"),
             (":path", path),
-            (":authority", &*service.control_authority),
+            (":authority", service.control_authority()),
             (OPTIONS_HEADER, OPTIONS_VALUE),
         ];
-        let timeout = Duration::from_millis(u64::from(filter.compiled.control_timeout_ms));
+        let timeout = Duration::from_millis(u64::from(filter.compiled.control_timeout_ms()));
         match hostcalls::dispatch_http_call(
-            &filter.compiled.control_cluster,
+            filter.compiled.control_cluster(),
             headers,
             None,
             vec![],
@@ -379,7 +379,7 @@ impl Request {
                     LogLevel::Error,
                     &format!(
                         "cannot call the control service (cluster {}): {status:?}",
-                        filter.compiled.control_cluster
+                        filter.compiled.control_cluster()
                     ),
                 );
                 let (outcome, reply) = service.reply_for(answer::ControlAnswer::Unavailable);
@@ -428,7 +428,7 @@ fn plan(
             Plan::Call {
                 path,
                 pending: Pending {
-                    service: service.index,
+                    service: service.index(),
                     credentials: credentials.into_owned(),
                     matched: if debug {
                         scratch.matched_rules().to_vec()
@@ -467,7 +467,7 @@ impl HttpContext for Request {
             .header("content-length")
             .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|v| v.trim().parse::<usize>().ok())
-            .is_some_and(|n| n > filter.compiled.request_body_max_bytes);
+            .is_some_and(|n| n > filter.compiled.request_body_max_bytes());
         if !end_of_stream
             && !too_long
             && filter.compiled.wants_body(method, authority, &self.headers)
@@ -492,7 +492,7 @@ impl HttpContext for Request {
         let limit = self
             .filter
             .as_ref()
-            .map_or(0, |f| f.compiled.request_body_max_bytes);
+            .map_or(0, |f| f.compiled.request_body_max_bytes());
         if body_size > limit {
             // APIcast ignores a body larger than its buffer.
             self.waiting_for_body = false;

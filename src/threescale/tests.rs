@@ -404,14 +404,17 @@ fn duplicate_hosts_warn_and_the_first_service_wins() {
     );
     let compiled = loaded.compiled.unwrap();
     assert_eq!(
-        &*compiled
+        compiled
             .service_for_authority(b"api.example.com")
             .unwrap()
-            .id,
+            .id(),
         "42"
     );
     assert_eq!(
-        &*compiled.service_for_authority(b"other.example").unwrap().id,
+        compiled
+            .service_for_authority(b"other.example")
+            .unwrap()
+            .id(),
         "43"
     );
 }

@@ -1,4 +1,4 @@
-//! `FilterConfig` → [`Compiled`]: every semantic check, every precomputation, once.
+//! The compiler, `FilterConfig` → [`Compiled`]: every semantic check, every precomputation, once.
 //!
 //! Problems are reported against a [`Loc`] (a place in the model) and rendered through
 //! [`SourcePaths`] as a JSON path of whatever document the configuration came from, so a
@@ -9,10 +9,7 @@ use crate::backend;
 use crate::config::location::{
     CredentialName, ErrorField, ErrorKind, Loc, RuleField, ServiceField, SourcePaths,
 };
-use crate::config::{
-    BackendVersion, ControlServiceAuthKind, ErrorResponseConfig, FilterConfig, Secret,
-    ServiceConfig,
-};
+use crate::config::{FilterConfig, ServiceConfig};
 use crate::credentials::CredentialSource;
 use crate::diagnostics::Diagnostics;
 use crate::rules::pattern::analyze;
@@ -21,110 +18,8 @@ use crate::rules::{RefusalKind, RuleInput, RuleLimits, RuleSet, ANY_METHOD};
 use crate::service::{normalize_host, HostIndex, MAX_HOST_LEN};
 use crate::url::HttpUrl;
 
-/// An error answer, ready to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ErrorResponse {
-    pub status: u16,
-    pub content_type: Box<str>,
-    pub body: Box<str>,
-}
-
-impl From<&ErrorResponseConfig> for ErrorResponse {
-    fn from(c: &ErrorResponseConfig) -> Self {
-        Self {
-            status: c.status,
-            content_type: c.content_type.as_str().into(),
-            body: c.body.as_str().into(),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-struct ServiceErrors {
-    auth_missing: ErrorResponse,
-    auth_failed: ErrorResponse,
-    no_match: ErrorResponse,
-    limits_exceeded: ErrorResponse,
-}
-
-#[derive(Debug, Clone)]
-pub struct Metric {
-    pub name: Box<str>,
-    /// `usage%5B<name>%5D`, ready for the control-service query.
-    pub usage_key: Box<str>,
-}
-
-/// Where requests of a service go.
-#[derive(Debug, Clone)]
-pub struct Upstream {
-    /// `None`: APIcast answers 404 with an empty body after authorizing.
-    pub api_backend: Option<HttpUrl>,
-    pub hostname_rewrite: Option<Box<str>>,
-    pub secret_token: Option<Secret>,
-}
-
-impl Upstream {
-    /// The `Host` the upstream request carries: `hostname_rewrite`, else the `api_backend` host.
-    pub fn host_header(&self) -> Option<String> {
-        match (&self.hostname_rewrite, &self.api_backend) {
-            (Some(h), _) => Some(h.to_string()),
-            (None, Some(url)) => Some(url.host_header()),
-            (None, None) => None,
-        }
-    }
-}
-
-/// One service, validated and precomputed.
-#[derive(Debug, Clone)]
-pub struct Service {
-    /// Position in [`Compiled::services`].
-    pub index: usize,
-    pub id: Box<str>,
-    pub name: Box<str>,
-    pub backend_version: BackendVersion,
-    pub auth_kind: ControlServiceAuthKind,
-    pub auth_value: Secret,
-    pub backend_endpoint: Option<HttpUrl>,
-    pub backend_host: Option<Box<str>>,
-    pub upstream: Upstream,
-    /// `Host` of control-service calls: `backend.host`, else the endpoint's host.
-    pub control_authority: Box<str>,
-    pub(crate) credentials: CredentialSource,
-    errors: ServiceErrors,
-    pub rules: RuleSet,
-    /// Metrics by id; ids follow name order, so usage sorted by id is sorted by name.
-    pub metrics: Vec<Metric>,
-    /// `service_id=…&<auth>=…`, encoded once.
-    pub(crate) service_params: String,
-}
-
-impl Service {
-    pub fn error(&self, kind: ErrorKind) -> &ErrorResponse {
-        match kind {
-            ErrorKind::AuthMissing => &self.errors.auth_missing,
-            ErrorKind::AuthFailed => &self.errors.auth_failed,
-            ErrorKind::NoMatch => &self.errors.no_match,
-            ErrorKind::LimitsExceeded => &self.errors.limits_exceeded,
-        }
-    }
-
-    pub fn metric_name(&self, id: u32) -> &str {
-        self.metrics.get(id as usize).map_or("", |m| &m.name)
-    }
-}
-
-/// Everything the filter needs at request time, built once at configure time.
-#[derive(Debug, Clone)]
-pub struct Compiled {
-    pub services: Vec<Service>,
-    pub(crate) hosts: HostIndex,
-    pub request_body_max_bytes: usize,
-    /// Longest request line answered (method, target, `HTTP/1.1`, CRLF); longer gets 414.
-    pub request_line_max_bytes: usize,
-    /// The Envoy cluster control-service calls go to.
-    pub control_cluster: Box<str>,
-    pub control_timeout_ms: u32,
-}
+use super::service::{Metric, Service, ServiceErrors, Upstream};
+use super::Compiled;
 
 /// The longest control-service timeout accepted.
 pub const MAX_CONTROL_SERVICE_TIMEOUT_MS: u32 = 60_000;
@@ -135,16 +30,6 @@ pub const MAX_TRIE_NODES: usize = 4_000_000;
 /// The range of `request_line_max_bytes`: a decision's working memory grows with it (see
 /// [`crate::decision::Scratch`]), and even `GET / HTTP/1.1` needs 16 bytes.
 pub const REQUEST_LINE_MAX_BYTES_RANGE: std::ops::RangeInclusive<u32> = 64..=1024 * 1024;
-
-impl Compiled {
-    pub fn service(&self, index: u32) -> Option<&Service> {
-        self.services.get(index as usize)
-    }
-
-    pub fn service_for_authority(&self, authority: &[u8]) -> Option<&Service> {
-        self.hosts.lookup(authority).and_then(|i| self.service(i))
-    }
-}
 
 /// Validates and compiles `config`. Every problem goes to `diags`; `None` if any is an error.
 pub fn compile(
