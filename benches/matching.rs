@@ -37,7 +37,7 @@ use tollgate::config::{
 };
 use tollgate::path::{self, PathBuffers};
 use tollgate::rules::query::QueryCondition;
-use tollgate::{Compiled, Diagnostics, RequestView, Scratch, Verdict};
+use tollgate::{Compiled, Diagnostics, RequestView, RuleIndex, Scratch, Verdict};
 
 const SIZES: [usize; 4] = [10, 100, 1_000, 10_000];
 const REQUESTS: usize = 1_000;
@@ -639,15 +639,13 @@ fn cross_check(
             .collect();
         let t_auth = decision.verdict == Verdict::Authorize;
         let b_auth = ok && !b_usage.is_empty();
-        if scratch.matched_rules() != bscratch.matched.as_slice()
-            || t_usage != b_usage
-            || t_auth != b_auth
-        {
+        let t_matched: Vec<u32> = scratch.matched_rules().iter().map(|r| r.get()).collect();
+        if t_matched != bscratch.matched || t_usage != b_usage || t_auth != b_auth {
             mismatches += 1;
             if mismatches <= 5 {
                 let show = |ids: &[u32]| {
                     ids.iter()
-                        .map(|&i| format!("#{i} {}", service.rules().pattern(i)))
+                        .map(|&i| format!("#{i} {}", service.rules().pattern(RuleIndex::new(i))))
                         .collect::<Vec<_>>()
                         .join(", ")
                 };
@@ -657,7 +655,7 @@ fn cross_check(
                     r.target,
                     String::from_utf8_lossy(scratch.matched_path()),
                     decision.verdict,
-                    show(scratch.matched_rules()),
+                    show(&t_matched),
                     t_usage,
                     show(&bscratch.matched),
                     b_usage,

@@ -85,7 +85,7 @@ fn decide(c: &Compiled, scratch: &mut Scratch, target: &str) -> Seen {
     let work = scratch.match_work();
     Seen {
         verdict,
-        matched: scratch.matched_rules().to_vec(),
+        matched: scratch.matched_rules().iter().map(|r| r.get()).collect(),
         steps: work.steps,
         dfa_states: work.dfa_states,
         regex_units: scratch.rules().regex_units(),
@@ -355,7 +355,10 @@ fn compile_limits_name_themselves() {
             body: None,
         };
         assert_eq!(c.decide(&view, &mut scratch).verdict, Verdict::Authorize);
-        assert_eq!(scratch.matched_rules(), [64 * 3 + 999]);
+        assert_eq!(
+            scratch.matched_rules(),
+            [tollgate::RuleIndex::new(64 * 3 + 999)]
+        );
     }
     rules.push(rule("M64", "/", "hits"));
     let loaded = load(json!({"services": [service(rules)]}).to_string().as_bytes());

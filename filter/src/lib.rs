@@ -19,7 +19,10 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Metr
 use tollgate::backend::answer::{self, AnswerHeaders};
 use tollgate::backend::{OPTIONS_HEADER, OPTIONS_VALUE};
 use tollgate::forward::{DEBUG_HEADER, SECRET_TOKEN_HEADER};
-use tollgate::{Compiled, Credentials, Outcome, RequestView, Scratch, Severity, Verdict};
+use tollgate::{
+    Compiled, Credentials, MetricIndex, Outcome, RequestView, RuleIndex, Scratch, ServiceIndex,
+    Severity, Verdict,
+};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -161,10 +164,10 @@ fn redact(message: &str) -> String {
 
 /// A request waiting for the control service.
 struct Pending {
-    service: usize,
+    service: ServiceIndex,
     credentials: Credentials<'static>,
-    matched: Vec<u32>,
-    usage: Vec<(u32, i64)>,
+    matched: Vec<RuleIndex>,
+    usage: Vec<(MetricIndex, i64)>,
     debug: bool,
 }
 
@@ -211,7 +214,7 @@ impl Context for Request {
                 limit_max_value: find(answer::LIMIT_MAX_VALUE),
             },
         );
-        let Some(service) = filter.compiled.services().get(pending.service) else {
+        let Some(service) = filter.compiled.service(pending.service) else {
             return;
         };
         let (outcome, reply) = service.reply_for(answer);
@@ -352,7 +355,7 @@ impl Request {
     }
 
     fn call(&mut self, filter: &Filter, path: &str, pending: Pending) -> Action {
-        let Some(service) = filter.compiled.services().get(pending.service) else {
+        let Some(service) = filter.compiled.service(pending.service) else {
             return internal_error();
         };
         let headers = vec![

@@ -99,7 +99,7 @@ fn check(compiled: &Compiled, req: &RequestView<'_>, scratch: &mut Scratch, out:
     if let Some(service) = decision.service {
         for &id in scratch.matched_rules() {
             assert!(
-                (id as usize) < service.rules().len(),
+                id.as_usize() < service.rules().len(),
                 "rule id {id} out of range"
             );
         }
@@ -109,7 +109,7 @@ fn check(compiled: &Compiled, req: &RequestView<'_>, scratch: &mut Scratch, out:
         for &(metric, total) in scratch.usage() {
             assert!(total > 0, "usage {total} for metric {metric}");
             assert!(
-                (metric as usize) < service.metrics().len(),
+                metric.as_usize() < service.metrics().len(),
                 "metric {metric} out of range"
             );
         }

@@ -12,6 +12,7 @@ use crate::config::location::{
 use crate::config::{FilterConfig, ServiceConfig};
 use crate::credentials::CredentialSource;
 use crate::diagnostics::Diagnostics;
+use crate::index::{MetricIndex, ServiceIndex};
 use crate::rules::pattern::analyze;
 use crate::rules::query::QueryCondition;
 use crate::rules::{RefusalKind, RuleInput, RuleLimits, RuleSet, ANY_METHOD};
@@ -121,7 +122,7 @@ fn index_hosts(
     paths: &dyn SourcePaths,
     diags: &mut Diagnostics,
 ) {
-    let service_index = u32::try_from(i).unwrap_or(u32::MAX);
+    let service_index = ServiceIndex::from_usize(i);
     if svc.hosts.is_empty() {
         diags.warning(
             paths.path(Loc::Service(i, ServiceField::Hosts)),
@@ -155,7 +156,7 @@ fn index_hosts(
                 format!(
                     "host '{}' is already served by {}; the first service wins",
                     String::from_utf8_lossy(normalized),
-                    paths.path(Loc::Service(owner as usize, ServiceField::Whole))
+                    paths.path(Loc::Service(owner.as_usize(), ServiceField::Whole))
                 ),
             );
         }
@@ -362,8 +363,7 @@ fn compile_service(
         let metric = names
             .binary_search(&rule.metric.as_str())
             .ok()
-            .and_then(|m| u32::try_from(m).ok())
-            .unwrap_or(0);
+            .map_or(MetricIndex::default(), MetricIndex::from_usize);
         inputs.push(RuleInput {
             method: rule.method.clone(),
             pattern: rule.pattern.clone(),
@@ -412,7 +412,7 @@ fn compile_service(
         _ => control_cluster.to_owned(),
     };
     Some(Service {
-        index: i,
+        index: ServiceIndex::from_usize(i),
         id: svc.id.as_str().into(),
         name: svc.name.as_str().into(),
         backend_version: svc.backend_version,

@@ -7,6 +7,7 @@ use std::fmt;
 use crate::config::location::ErrorKind;
 use crate::config::DEFAULT_ERROR_CONTENT_TYPE;
 use crate::credentials::Credentials;
+use crate::index::{MetricIndex, RuleIndex};
 use crate::path::{BadPath, PathBuffers};
 use crate::rules::MatchScratch;
 
@@ -252,13 +253,13 @@ impl Scratch {
         self.path.matched()
     }
 
-    /// Ids of the rules that matched, in evaluation order.
-    pub fn matched_rules(&self) -> &[u32] {
+    /// The rules that matched, in evaluation order.
+    pub fn matched_rules(&self) -> &[RuleIndex] {
         &self.rules.matched
     }
 
-    /// `(metric id, total)`, totals > 0, in metric-name order.
-    pub fn usage(&self) -> &[(u32, i64)] {
+    /// `(metric, total)`, totals > 0, in metric-name order.
+    pub fn usage(&self) -> &[(MetricIndex, i64)] {
         &self.rules.usage
     }
 }

@@ -11,6 +11,7 @@ pub use service::{ErrorResponse, Metric, Service, Upstream};
 
 use crate::args::RequestArgs;
 use crate::credentials::Sources;
+use crate::index::ServiceIndex;
 use crate::path;
 use crate::request::{any_header_contains, Headers, RequestView};
 use crate::rules::Evaluated;
@@ -39,8 +40,8 @@ impl Compiled {
         &self.services
     }
 
-    pub fn service(&self, index: u32) -> Option<&Service> {
-        self.services.get(index as usize)
+    pub fn service(&self, index: ServiceIndex) -> Option<&Service> {
+        self.services.get(index.as_usize())
     }
 
     pub fn service_for_authority(&self, authority: &[u8]) -> Option<&Service> {

@@ -6,6 +6,7 @@ use crate::backend::{self, percent, AuthrepRequest};
 use crate::config::location::ErrorKind;
 use crate::config::{BackendVersion, ControlServiceAuthKind, ErrorResponseConfig, Secret};
 use crate::credentials::{CredentialSource, Credentials};
+use crate::index::{MetricIndex, RuleIndex, ServiceIndex};
 use crate::rules::RuleSet;
 use crate::url::HttpUrl;
 
@@ -87,7 +88,7 @@ impl Upstream {
 /// One service, validated and precomputed.
 #[derive(Debug, Clone)]
 pub struct Service {
-    pub(super) index: usize,
+    pub(super) index: ServiceIndex,
     pub(super) id: Box<str>,
     pub(super) name: Box<str>,
     pub(super) backend_version: BackendVersion,
@@ -108,7 +109,7 @@ pub struct Service {
 
 impl Service {
     /// Position in [`super::Compiled::services`].
-    pub fn index(&self) -> usize {
+    pub fn index(&self) -> ServiceIndex {
         self.index
     }
 
@@ -167,8 +168,8 @@ impl Service {
         }
     }
 
-    pub fn metric_name(&self, id: u32) -> &str {
-        self.metrics.get(id as usize).map_or("", |m| &m.name)
+    pub fn metric_name(&self, id: MetricIndex) -> &str {
+        self.metrics.get(id.as_usize()).map_or("", |m| &m.name)
     }
 
     /// What the client gets once the control service has answered: `None` lets the request
@@ -203,12 +204,12 @@ impl Service {
     pub fn write_authrep(
         &self,
         credentials: &Credentials<'_>,
-        usage: &[(u32, i64)],
+        usage: &[(MetricIndex, i64)],
         out: &mut String,
     ) {
         let mut pairs = usage.iter().filter_map(|&(m, delta)| {
             self.metrics
-                .get(m as usize)
+                .get(m.as_usize())
                 .map(|metric| (&*metric.usage_key, delta))
         });
         backend::write_authrep(
@@ -238,8 +239,8 @@ impl Service {
     pub fn debug_headers(
         &self,
         credentials: &Credentials<'_>,
-        matched_rules: &[u32],
-        usage: &[(u32, i64)],
+        matched_rules: &[RuleIndex],
+        usage: &[(MetricIndex, i64)],
         hostname: &str,
     ) -> Vec<(&'static str, String)> {
         let matched = matched_rules
@@ -258,7 +259,7 @@ impl Service {
         }
         let mut encoded_usage = String::new();
         for &(metric, delta) in usage {
-            if let Some(m) = self.metrics.get(metric as usize) {
+            if let Some(m) = self.metrics.get(metric.as_usize()) {
                 if !encoded_usage.is_empty() {
                     encoded_usage.push('&');
                 }

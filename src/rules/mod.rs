@@ -20,6 +20,7 @@ pub mod trie;
 use hashbrown::HashMap;
 
 use crate::args::{ArgValue, FormArgs, RequestArgs};
+use crate::index::{MetricIndex, RuleIndex};
 use pattern::{Analysis, PatternKind, Token};
 use query::QueryCondition;
 use trie::{Trie, TrieBuilder, WalkLimits, WalkScratch, WalkWork, Walked};
@@ -33,7 +34,7 @@ pub struct RuleInput {
     pub method: String,
     pub pattern: String,
     pub analysis: Analysis,
-    pub metric: u32,
+    pub metric: MetricIndex,
     pub delta: i64,
     pub last: bool,
     pub conditions: Vec<QueryCondition>,
@@ -44,7 +45,7 @@ pub struct RuleInput {
 #[derive(Debug, Clone)]
 struct Rule {
     delta: i64,
-    metric: u32,
+    metric: MetricIndex,
     conditions_start: u32,
     conditions_len: u32,
     last: bool,
@@ -174,9 +175,9 @@ pub struct MatchScratch {
     args: ArgTable,
     regex_units: u64,
     /// Rules that matched, in evaluation order (up to and including a matching `last` rule).
-    pub matched: Vec<u32>,
-    /// `(metric id, total)` for totals > 0, sorted by metric id.
-    pub usage: Vec<(u32, i64)>,
+    pub matched: Vec<RuleIndex>,
+    /// `(metric, total)` for totals > 0, sorted by metric.
+    pub usage: Vec<(MetricIndex, i64)>,
 }
 
 impl MatchScratch {
@@ -207,10 +208,11 @@ impl MatchScratch {
     /// Gives back memory beyond about `retain` bytes per buffer.
     pub fn trim(&mut self, retain: usize) {
         self.walk.trim(retain);
-        for v in [&mut self.candidates, &mut self.matched] {
-            if 4 * v.capacity() > retain {
-                *v = Vec::new();
-            }
+        if 4 * self.candidates.capacity() > retain {
+            self.candidates = Vec::new();
+        }
+        if 4 * self.matched.capacity() > retain {
+            self.matched = Vec::new();
         }
         if 16 * self.usage.capacity() > retain {
             self.usage = Vec::new();
@@ -534,8 +536,8 @@ impl RuleSet {
     }
 
     /// The pattern of rule `id`, as configured.
-    pub fn pattern(&self, id: u32) -> &str {
-        self.patterns.get(id as usize).map_or("", |p| p)
+    pub fn pattern(&self, id: RuleIndex) -> &str {
+        self.patterns.get(id.as_usize()).map_or("", |p| p)
     }
 
     /// Evaluates the rules for one request within [`MatchLimits::DEFAULT`]: fills
@@ -665,7 +667,7 @@ impl RuleSet {
                     continue;
                 }
             }
-            matched.push(id);
+            matched.push(RuleIndex::new(id));
             usage.push((rule.metric, rule.delta));
             if rule.last {
                 break;
