@@ -199,7 +199,7 @@ fn compile_service(
         Some(e) => match HttpUrl::parse(e) {
             Ok(url) => Some(url),
             Err(why) => {
-                diags.error(at(ServiceField::BackendEndpoint), why);
+                diags.error(at(ServiceField::BackendEndpoint), why.to_string());
                 ok = false;
                 None
             }
@@ -220,7 +220,7 @@ fn compile_service(
         Some(u) => match HttpUrl::parse(u) {
             Ok(url) => Some(url),
             Err(why) => {
-                diags.error(at(ServiceField::ApiBackend), why);
+                diags.error(at(ServiceField::ApiBackend), why.to_string());
                 ok = false;
                 None
             }

@@ -74,6 +74,14 @@ pub struct Uncompilable {
     pub reason: String,
 }
 
+/// The regex engine refused a pattern's regex: its own message, on one line. The
+/// configuration's fault, reported as a warning (the rule never matches, as in APIcast).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RegexRejected {
+    message: String,
+}
+
 /// A rule that makes the configuration unacceptable (a limit, a pattern nested too deep).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -694,7 +702,7 @@ const ANY_COPY_MIN_NODES: usize = 64 * 1024;
 
 /// A regex source seen while compiling: its compiled regex (or why it does not compile), and
 /// its gate `(root, gate)` under each root that has one.
-type SeenRegex = (Result<u32, String>, Vec<(u32, u32)>);
+type SeenRegex = (Result<u32, RegexRejected>, Vec<(u32, u32)>);
 
 /// Puts patterns into the trie: plain ones as tokens, regex ones as a gate on their literal
 /// prefix, each distinct regex compiled once.
@@ -786,7 +794,7 @@ impl<'i> PatternCompiler<'i> {
                 if self.first_pass {
                     self.uncompilable.push(Uncompilable {
                         rule: index,
-                        reason,
+                        reason: reason.to_string(),
                     });
                 }
                 None
@@ -794,7 +802,7 @@ impl<'i> PatternCompiler<'i> {
         }
     }
 
-    fn compile_regex(&mut self, source: &str) -> Result<u32, String> {
+    fn compile_regex(&mut self, source: &str) -> Result<u32, RegexRejected> {
         match regex_lite::RegexBuilder::new(source)
             .nest_limit(pattern::REGEX_NEST_LIMIT)
             .build()
@@ -807,7 +815,9 @@ impl<'i> PatternCompiler<'i> {
                 });
                 Ok(r)
             }
-            Err(e) => Err(first_line(&e.to_string())),
+            Err(e) => Err(RegexRejected {
+                message: first_line(&e.to_string()),
+            }),
         }
     }
 }
