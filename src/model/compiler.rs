@@ -19,6 +19,7 @@ use crate::rules::{RefusalKind, RuleInput, RuleLimits, RuleSet, ANY_METHOD};
 use crate::service::{normalize_host, HostIndex, MAX_HOST_LEN};
 use crate::url::HttpUrl;
 
+use super::gateway::NO_CONTROL_SERVICE;
 use super::service::{Metric, Service, ServiceErrors, Upstream};
 use super::Compiled;
 
@@ -96,17 +97,20 @@ pub fn compile(
             );
         }
         seen_ids.push(&svc.id);
-        index_hosts(svc, i, &mut hosts, paths, diags);
-        if let Some(service) = compile_service(svc, i, cluster, &mut nodes_left, paths, diags) {
+        let domains = index_hosts(svc, i, &mut hosts, paths, diags);
+        if let Some(mut service) = compile_service(svc, i, cluster, &mut nodes_left, paths, diags) {
+            service.domains = domains;
             services.push(service);
         }
     }
+    let control_url = agreed_control_url(&services, paths, diags);
     if diags.errors().count() > errors_before {
         return None;
     }
     Some(Compiled {
         services,
         hosts,
+        control_url,
         control_cluster: cluster.as_str().into(),
         control_timeout_ms: timeout,
         request_body_max_bytes: usize::try_from(config.request_body_max_bytes)
@@ -121,8 +125,9 @@ fn index_hosts(
     hosts: &mut HostIndex,
     paths: &dyn SourcePaths,
     diags: &mut Diagnostics,
-) {
+) -> Box<[Box<str>]> {
     let service_index = ServiceIndex::from_usize(i);
+    let mut claimed = Vec::new();
     if svc.hosts.is_empty() {
         diags.warning(
             paths.path(Loc::Service(i, ServiceField::Hosts)),
@@ -138,6 +143,16 @@ fn index_hosts(
         };
         if normalized.is_empty() {
             diags.error(at, "host name is empty");
+            continue;
+        }
+        if !is_domain(normalized) {
+            diags.error(
+                at,
+                format!(
+                    "host '{host}' cannot be a virtual host domain: hosts are matched exactly \
+                     (no wildcards), and a name has no spaces or control characters"
+                ),
+            );
             continue;
         }
         let has_port = match host.strip_prefix('[') {
@@ -159,8 +174,57 @@ fn index_hosts(
                     paths.path(Loc::Service(owner.as_usize(), ServiceField::Whole))
                 ),
             );
+        } else {
+            claimed.push(String::from_utf8_lossy(normalized).into());
         }
     }
+    claimed.into()
+}
+
+/// Whether a normalised host can be a virtual host's domain in a proxy's route table: Envoy
+/// (and NGINX) read `*` as a wildcard, which the host index does not.
+fn is_domain(host: &[u8]) -> bool {
+    !host
+        .iter()
+        .any(|&b| b == b'*' || b.is_ascii_whitespace() || b.is_ascii_control())
+}
+
+/// The control service every service names (`backend.endpoint`), if any does: the gateway
+/// has one control-service cluster, so services that name different ones (by scheme, host
+/// and port; the filter sends its own path) are an error at the second one.
+fn agreed_control_url(
+    services: &[Service],
+    paths: &dyn SourcePaths,
+    diags: &mut Diagnostics,
+) -> Option<HttpUrl> {
+    let mut first: Option<(&HttpUrl, usize)> = None;
+    for service in services {
+        let Some(url) = service.backend_endpoint.as_ref() else {
+            continue;
+        };
+        let i = service.index.as_usize();
+        match first {
+            None => first = Some((url, i)),
+            Some((agreed, at)) if !same_target(agreed, url) => diags.error(
+                paths.path(Loc::Service(i, ServiceField::BackendEndpoint)),
+                format!(
+                    "the control service {url} is not the one {} names ({agreed}): one \
+                     control-service cluster serves every service",
+                    paths.path(Loc::Service(at, ServiceField::BackendEndpoint))
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+    if first.is_none() && !services.is_empty() {
+        diags.warning(paths.path(Loc::Services), NO_CONTROL_SERVICE);
+    }
+    first.map(|(url, _)| url.clone())
+}
+
+/// Whether two URLs reach the same server: scheme, host and port.
+pub(super) fn same_target(a: &HttpUrl, b: &HttpUrl) -> bool {
+    (a.https, &a.host, a.effective_port()) == (b.https, &b.host, b.effective_port())
 }
 
 fn check_header_value(value: &str, at: String, what: &str, diags: &mut Diagnostics) {
@@ -430,6 +494,7 @@ fn compile_service(
                 .filter(|t| !t.expose().is_empty()),
         },
         control_authority: control_authority.into(),
+        domains: Box::default(),
         credentials,
         errors,
         rules,

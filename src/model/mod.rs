@@ -4,6 +4,7 @@
 
 pub mod compiler;
 pub mod decision;
+pub mod gateway;
 pub mod service;
 
 pub use compiler::compile;
@@ -16,6 +17,7 @@ use crate::path;
 use crate::request::{any_header_contains, Headers, RequestView};
 use crate::rules::Evaluated;
 use crate::service::HostIndex;
+use crate::url::HttpUrl;
 use decision::{request_line_len, Decision, DenyReason, Scratch, Verdict};
 
 /// Everything the filter needs at request time, built once at configure time.
@@ -29,6 +31,8 @@ pub struct Compiled {
     /// The Envoy cluster control-service calls go to.
     control_cluster: Box<str>,
     control_timeout_ms: u32,
+    /// The control service every service that names one agrees on.
+    control_url: Option<HttpUrl>,
 }
 
 const METHODS_WITH_BODY: [&[u8]; 3] = [b"POST", b"PUT", b"PATCH"];
@@ -66,6 +70,12 @@ impl Compiled {
     /// How long a control-service call may take.
     pub fn control_timeout_ms(&self) -> u32 {
         self.control_timeout_ms
+    }
+
+    /// What a proxy configuration generator renders: virtual hosts, upstream and
+    /// control-service targets, rules. Validated when this model was compiled.
+    pub fn gateway(&self) -> gateway::Gateway<'_> {
+        gateway::Gateway::new(self)
     }
 
     /// Decides one request. `scratch` receives the normalised path, matched rules and usage.

@@ -98,6 +98,8 @@ pub struct Service {
     pub(super) backend_host: Option<Box<str>>,
     pub(super) upstream: Upstream,
     pub(super) control_authority: Box<str>,
+    /// The hosts this service serves, normalised, without those an earlier service claimed.
+    pub(super) domains: Box<[Box<str>]>,
     pub(super) credentials: CredentialSource,
     pub(super) errors: ServiceErrors,
     pub(super) rules: RuleSet,
@@ -148,6 +150,12 @@ impl Service {
     /// `Host` of control-service calls: `backend.host`, else the endpoint's host.
     pub fn control_authority(&self) -> &str {
         &self.control_authority
+    }
+
+    /// The hosts this service serves (lower-case, without port or trailing dot), in
+    /// configuration order, without those an earlier service claimed first.
+    pub fn domains(&self) -> &[Box<str>] {
+        &self.domains
     }
 
     pub fn rules(&self) -> &RuleSet {
