@@ -30,14 +30,14 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use tollgate::args::RequestArgs;
-use tollgate::compile::FilterConfigPaths;
+use tollgate::config::FilterConfigPaths;
 use tollgate::config::{
     BackendEndpoint, BackendVersion, ControlServiceAuth, ControlServiceAuthKind, CredentialsConfig,
     ErrorsConfig, FilterConfig, MappingRuleConfig, Secret, ServiceConfig, UpstreamConfig,
 };
 use tollgate::path::{self, PathBuffers};
 use tollgate::rules::query::QueryCondition;
-use tollgate::{Compiled, Diagnostics, RequestView, Scratch, Verdict};
+use tollgate::{Compiled, Diagnostics, RequestView, RuleIndex, Scratch, Verdict};
 
 const SIZES: [usize; 4] = [10, 100, 1_000, 10_000];
 const REQUESTS: usize = 1_000;
@@ -608,7 +608,7 @@ fn cross_check(
     baseline: &Baseline,
     requests: &[OwnedRequest],
 ) -> CheckStats {
-    let service = &compiled.services[0];
+    let service = &compiled.services()[0];
     let headers: Vec<(&str, &str)> = Vec::new();
     let mut scratch = Scratch::new();
     let mut bscratch = BaselineScratch::default();
@@ -625,7 +625,7 @@ fn cross_check(
             headers: &headers,
             body: None,
         };
-        let decision = compiled.decide(&req, &mut scratch);
+        let decision = compiled.decide(&req, tollgate::time::Timestamp::default(), &mut scratch);
         let ok = baseline.evaluate(req.method, req.target, &mut bscratch);
         let t_usage: Vec<(&str, i64)> = scratch
             .usage()
@@ -639,15 +639,13 @@ fn cross_check(
             .collect();
         let t_auth = decision.verdict == Verdict::Authorize;
         let b_auth = ok && !b_usage.is_empty();
-        if scratch.matched_rules() != bscratch.matched.as_slice()
-            || t_usage != b_usage
-            || t_auth != b_auth
-        {
+        let t_matched: Vec<u32> = scratch.matched_rules().iter().map(|r| r.get()).collect();
+        if t_matched != bscratch.matched || t_usage != b_usage || t_auth != b_auth {
             mismatches += 1;
             if mismatches <= 5 {
                 let show = |ids: &[u32]| {
                     ids.iter()
-                        .map(|&i| format!("#{i} {}", service.rules.pattern(i)))
+                        .map(|&i| format!("#{i} {}", service.rules().pattern(RuleIndex::new(i))))
                         .collect::<Vec<_>>()
                         .join(", ")
                 };
@@ -657,7 +655,7 @@ fn cross_check(
                     r.target,
                     String::from_utf8_lossy(scratch.matched_path()),
                     decision.verdict,
-                    show(scratch.matched_rules()),
+                    show(&t_matched),
                     t_usage,
                     show(&bscratch.matched),
                     b_usage,
@@ -799,7 +797,7 @@ fn build_case(n: usize, engine: bool) -> Case {
         }
         panic!("the generated {n}-rule configuration does not compile");
     };
-    assert_eq!(compiled.services[0].rules.len(), n);
+    assert_eq!(compiled.services()[0].rules().len(), n);
     let baseline = Baseline::new(&config);
     let requests = generate_requests(&specs, 0x7011_6a7e ^ n as u64);
     let check = cross_check(n, &compiled, &baseline, &requests);
@@ -883,13 +881,25 @@ fn profile(sizes: &[usize]) {
             decisions < p * views.len() as u64
         }) {
             for req in &views {
-                black_box(compiled.decide(black_box(req), &mut scratch).verdict);
+                black_box(
+                    compiled
+                        .decide(
+                            black_box(req),
+                            tollgate::time::Timestamp::default(),
+                            &mut scratch,
+                        )
+                        .verdict,
+                );
             }
             decisions += views.len() as u64;
         }
         let (mut states, mut steps, mut bytes) = (0u64, 0u64, 0u64);
         for req in &views {
-            black_box(compiled.decide(req, &mut scratch).verdict);
+            black_box(
+                compiled
+                    .decide(req, tollgate::time::Timestamp::default(), &mut scratch)
+                    .verdict,
+            );
             let work = scratch.match_work();
             (states, steps, bytes) = (
                 states + work.dfa_states,
@@ -969,7 +979,11 @@ fn main() {
         let mut scratch = Scratch::new();
         benches.push(Bench::new(views.len(), move || {
             for req in views {
-                let d = compiled.decide(black_box(req), &mut scratch);
+                let d = compiled.decide(
+                    black_box(req),
+                    tollgate::time::Timestamp::default(),
+                    &mut scratch,
+                );
                 black_box(d.verdict);
             }
         }));
@@ -1023,7 +1037,7 @@ fn main() {
     );
     println!("{}", "-".repeat(112));
     for (c, t, b) in &results {
-        let service = &c.compiled.services[0];
+        let service = &c.compiled.services()[0];
         let (b_median, b_spread, speedup) = match b {
             Some(b) => (
                 format!("{:.1}", b.median_ns),
@@ -1039,8 +1053,8 @@ fn main() {
             } else {
                 c.n.to_string()
             },
-            service.rules.trie_bytes().div_ceil(1024),
-            service.rules.regex_rule_count(),
+            service.rules().trie_bytes().div_ceil(1024),
+            service.rules().regex_rule_count(),
             c.check.authorized as f64 * 100.0 / c.requests.len() as f64,
             c.check.matched_total as f64 / c.requests.len() as f64,
             t.median_ns,

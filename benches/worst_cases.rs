@@ -51,7 +51,7 @@ use peak_alloc::PeakAlloc;
 use serde_json::{json, Value};
 
 use tollgate::args::RequestArgs;
-use tollgate::compile::FilterConfigPaths;
+use tollgate::config::FilterConfigPaths;
 use tollgate::config::{
     BackendEndpoint, BackendVersion, ControlServiceAuth, ControlServiceAuthKind, CredentialsConfig,
     ErrorsConfig, FilterConfig, MappingRuleConfig, Secret, ServiceConfig, UpstreamConfig,
@@ -675,7 +675,11 @@ fn child_decide(family: &Family, variant: Variant) -> Value {
     let start = Instant::now();
     // Cold: a fresh scratch grows its buffers for this request.
     let ((verdict, matched, work), cold) = measure(|| {
-        let d = compiled.decide(black_box(&view), &mut scratch);
+        let d = compiled.decide(
+            black_box(&view),
+            tollgate::time::Timestamp::default(),
+            &mut scratch,
+        );
         (
             d.verdict,
             scratch.matched_rules().len(),
@@ -687,7 +691,11 @@ fn child_decide(family: &Family, variant: Variant) -> Value {
     let mut peak_warm = 0;
     sample_loop(start, 1, cold.time, || {
         let (_, warm) = measure(|| {
-            let d = compiled.decide(black_box(&view), &mut scratch);
+            let d = compiled.decide(
+                black_box(&view),
+                tollgate::time::Timestamp::default(),
+                &mut scratch,
+            );
             black_box(d.verdict)
         });
         samples.push(nanos(warm.time));
@@ -801,8 +809,29 @@ fn child_main(args: &[String]) {
 // Running children (in the parent)
 // ---------------------------------------------------------------------------------------------
 
+/// Why a case has no result.
+#[derive(Debug, thiserror::Error)]
+enum NoResult {
+    #[error("timeout: killed after {:.0} s", .0.as_secs_f64())]
+    Timeout(Duration),
+    #[error("bad child output: {0}")]
+    BadOutput(serde_json::Error),
+    #[error("{how}: stack overflow: {last_line}")]
+    StackOverflow { how: String, last_line: String },
+    #[error("{how}: out of memory under the {cap} cap: {last_line}")]
+    OutOfMemory {
+        how: String,
+        cap: String,
+        last_line: String,
+    },
+    #[error("{how}: {last_line}")]
+    Failed { how: String, last_line: String },
+    #[error("skipped: {0}")]
+    Skipped(String),
+}
+
 /// The child's result, or why there is none (crash, timeout, out of memory).
-fn run_child(args: &[&str], timeout: Duration) -> Result<Value, String> {
+fn run_child(args: &[&str], timeout: Duration) -> Result<Value, NoResult> {
     let exe = std::env::current_exe().unwrap();
     let cap_kib = CHILD_MEMORY_CAP / 1024;
     let mut child = Command::new("sh")
@@ -846,14 +875,11 @@ fn run_child(args: &[&str], timeout: Duration) -> Result<Value, String> {
     let out = out_reader.join().unwrap_or_default();
     let err = err_reader.join().unwrap_or_default();
     if timed_out {
-        return Err(format!(
-            "timeout: killed after {:.0} s",
-            timeout.as_secs_f64()
-        ));
+        return Err(NoResult::Timeout(timeout));
     }
     if status.success() {
         if let Some(line) = out.lines().find_map(|l| l.strip_prefix("RESULT ")) {
-            return serde_json::from_str(line).map_err(|e| format!("bad child output: {e}"));
+            return serde_json::from_str(line).map_err(NoResult::BadOutput);
         }
     }
     let last_line = err
@@ -871,14 +897,15 @@ fn run_child(args: &[&str], timeout: Duration) -> Result<Value, String> {
         None => format!("failed ({status})"),
     };
     if err.contains("has overflowed its stack") {
-        Err(format!("{how}: stack overflow: {last_line}"))
+        Err(NoResult::StackOverflow { how, last_line })
     } else if err.contains("memory allocation of") {
-        Err(format!(
-            "{how}: out of memory under the {} cap: {last_line}",
-            fmt_bytes(CHILD_MEMORY_CAP as usize)
-        ))
+        Err(NoResult::OutOfMemory {
+            how,
+            cap: fmt_bytes(CHILD_MEMORY_CAP as usize),
+            last_line,
+        })
     } else {
-        Err(format!("{how}: {last_line}"))
+        Err(NoResult::Failed { how, last_line })
     }
 }
 
@@ -975,7 +1002,7 @@ struct Row {
     label: &'static str,
     variant: Variant,
     counted: bool,
-    result: Result<Value, String>,
+    result: Result<Value, NoResult>,
 }
 
 impl Row {
@@ -1074,7 +1101,7 @@ fn print_row(row: &Row) {
 
 struct LoadRow {
     label: String,
-    result: Result<Value, String>,
+    result: Result<Value, NoResult>,
 }
 
 fn print_load_row(row: &LoadRow) {
@@ -1218,12 +1245,12 @@ fn main() {
             {
                 run_child(&["load", &format!("methods-{full}")], LOAD_TIMEOUT)
             }
-            Some((ns, bytes)) => Err(format!(
-                "skipped: {small} methods predict {} and {} (linear)",
+            Some((ns, bytes)) => Err(NoResult::Skipped(format!(
+                "{small} methods predict {} and {} (linear)",
                 fmt_time_ns(ns),
                 fmt_bytes(bytes as usize)
-            )),
-            None => Err(format!("skipped: the {small}-method case failed")),
+            ))),
+            None => Err(NoResult::Skipped(format!("the {small}-method case failed"))),
         };
         load_rows.push(LoadRow {
             label: full_label,

@@ -146,3 +146,22 @@ pub fn join(path: &str, key: &str) -> String {
 pub fn index(path: &str, i: usize) -> String {
     format!("{path}[{i}]")
 }
+
+/// serde_json appends " at line L column C" to its errors; a JSON path (or our own wording of
+/// the position) says it better.
+pub fn without_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message.get(..i).unwrap_or(message).to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// Describes a JSON syntax error with its line and column.
+pub fn describe_json_error(e: &serde_json::Error) -> String {
+    format!(
+        "malformed JSON at line {}, column {}: {}",
+        e.line(),
+        e.column(),
+        without_position(&e.to_string())
+    )
+}

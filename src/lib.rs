@@ -9,13 +9,14 @@
 
 pub mod args;
 pub mod backend;
-pub mod compile;
 pub mod config;
 pub mod credentials;
-pub mod decision;
 pub mod diagnostics;
+pub mod fault;
 pub mod forward;
+pub mod index;
 pub mod load;
+pub mod model;
 pub mod pairs;
 pub mod path;
 pub mod percent;
@@ -24,14 +25,18 @@ pub mod rules;
 pub mod runtime;
 pub mod service;
 pub mod threescale;
+pub mod time;
 pub mod url;
 
-pub use compile::{compile, Compiled, ErrorKind, Service};
+pub use config::location::ErrorKind;
 pub use config::FilterConfig;
 pub use credentials::Credentials;
-pub use decision::{Decision, DenyReason, Outcome, Reply, Response, Scratch, Verdict};
 pub use diagnostics::{Diagnostic, Diagnostics, Severity};
+pub use fault::Fault;
+pub use index::{MetricIndex, RuleIndex, ServiceIndex};
 pub use load::{load, Loaded, SourceFormat};
+pub use model::decision::{Decision, DenyReason, Outcome, Reply, Response, Scratch, Verdict};
+pub use model::{compile, decision, Compiled, Service};
 pub use request::{Headers, RequestView};
 
 #[cfg(test)]

@@ -4,10 +4,10 @@
 
 use serde_json::Value;
 
-use crate::compile::{compile, Compiled, FilterConfigPaths};
-use crate::config::FilterConfig;
-use crate::diagnostics::Diagnostics;
-use crate::threescale::{describe_json_error, translate};
+use crate::config::{FilterConfig, FilterConfigPaths};
+use crate::diagnostics::{describe_json_error, Diagnostics};
+use crate::model::{compile, Compiled};
+use crate::threescale::translate;
 
 /// The largest configuration accepted. 3scale configurations with thousands of rules weigh a
 /// few MiB; beyond this, something is wrong with the input.

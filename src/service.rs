@@ -5,6 +5,8 @@
 
 use hashbrown::HashMap;
 
+use crate::index::ServiceIndex;
+
 /// Longest host name looked up; longer ones (DNS allows 253) find no service.
 pub const MAX_HOST_LEN: usize = 255;
 
@@ -33,12 +35,12 @@ pub fn normalize_host<'b>(authority: &[u8], buf: &'b mut [u8; MAX_HOST_LEN]) -> 
 /// Host name → index of the service that serves it.
 #[derive(Debug, Default, Clone)]
 pub struct HostIndex {
-    map: HashMap<Box<[u8]>, u32>,
+    map: HashMap<Box<[u8]>, ServiceIndex>,
 }
 
 impl HostIndex {
     /// Adds `host` for `service` unless a service already has it; returns the earlier owner.
-    pub fn insert(&mut self, host: &[u8], service: u32) -> Option<u32> {
+    pub fn insert(&mut self, host: &[u8], service: ServiceIndex) -> Option<ServiceIndex> {
         if let Some(&owner) = self.map.get(host) {
             return Some(owner);
         }
@@ -46,7 +48,7 @@ impl HostIndex {
         None
     }
 
-    pub fn lookup(&self, authority: &[u8]) -> Option<u32> {
+    pub fn lookup(&self, authority: &[u8]) -> Option<ServiceIndex> {
         let mut buf = [0u8; MAX_HOST_LEN];
         let host = normalize_host(authority, &mut buf)?;
         self.map.get(host).copied()
@@ -87,9 +89,10 @@ mod tests {
     #[test]
     fn first_service_wins() {
         let mut idx = HostIndex::default();
-        assert_eq!(idx.insert(b"a.example", 0), None);
-        assert_eq!(idx.insert(b"a.example", 1), Some(0));
-        assert_eq!(idx.lookup(b"A.EXAMPLE:443"), Some(0));
+        let (first, second) = (ServiceIndex::new(0), ServiceIndex::new(1));
+        assert_eq!(idx.insert(b"a.example", first), None);
+        assert_eq!(idx.insert(b"a.example", second), Some(first));
+        assert_eq!(idx.lookup(b"A.EXAMPLE:443"), Some(first));
         assert_eq!(idx.lookup(b"b.example"), None);
     }
 }

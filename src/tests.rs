@@ -92,7 +92,7 @@ fn decide(c: &Compiled, req: Req<'_>) -> Seen {
         body: req.body,
     };
     let mut scratch = Scratch::new();
-    let d = c.decide(&view, &mut scratch);
+    let d = c.decide(&view, crate::time::Timestamp::default(), &mut scratch);
     let response = d.response();
     let authrep = match (d.verdict, d.service, &d.credentials) {
         (Verdict::Authorize, Some(s), Some(creds)) => {
@@ -113,7 +113,7 @@ fn decide(c: &Compiled, req: Req<'_>) -> Seen {
                 scratch
                     .matched_rules()
                     .iter()
-                    .map(|&i| s.rules.pattern(i).to_owned())
+                    .map(|&i| s.rules().pattern(i).to_owned())
                     .collect()
             })
             .unwrap_or_default(),
@@ -254,9 +254,13 @@ fn services_are_found_by_host() {
             headers: &Vec::<(&str, &str)>::new(),
             body: None,
         };
-        c.decide(&view, &mut Scratch::new())
-            .service
-            .map(|s| s.id.to_string())
+        c.decide(
+            &view,
+            crate::time::Timestamp::default(),
+            &mut Scratch::new(),
+        )
+        .service
+        .map(|s| s.id().to_string())
     };
     assert_eq!(svc(b"ONE.example:8080").as_deref(), Some("1"));
     assert_eq!(svc(b"two.example.").as_deref(), Some("2"));
@@ -439,7 +443,7 @@ fn control_service_answers_become_apicast_replies() {
     s["proxy"]["error_limits_exceeded"] = json!("slow down");
     s["proxy"]["error_headers_limits_exceeded"] = json!("text/plain");
     let c = compiled(json!([s]));
-    let svc = &c.services[0];
+    let svc = &c.services()[0];
     assert_eq!(
         svc.reply_for(ControlAnswer::Authorized),
         (Outcome::Authorized, None)
@@ -469,10 +473,10 @@ fn control_service_answers_become_apicast_replies() {
 #[test]
 fn control_service_settings_are_checked() {
     let c = compiled(json!([service(1, json!([r("GET", "/", "hits", 1)]))]));
-    assert_eq!(&*c.control_cluster, "tollgate_control_service");
-    assert_eq!(c.control_timeout_ms, 1000);
+    assert_eq!(c.control_cluster(), "tollgate_control_service");
+    assert_eq!(c.control_timeout_ms(), 1000);
     assert_eq!(
-        &*c.services[0].control_authority,
+        c.services()[0].control_authority(),
         "tollgate_control_service"
     );
 
@@ -505,8 +509,8 @@ fn control_service_settings_are_checked() {
 
     doc["control_service"] = json!({"cluster": "cs", "timeout_ms": 250});
     let c = load(doc.to_string().as_bytes()).compiled.unwrap();
-    assert_eq!(&*c.services[0].control_authority, "su1.3scale.net");
-    assert_eq!((&*c.control_cluster, c.control_timeout_ms), ("cs", 250));
+    assert_eq!(c.services()[0].control_authority(), "su1.3scale.net");
+    assert_eq!((c.control_cluster(), c.control_timeout_ms()), ("cs", 250));
 }
 
 #[test]
@@ -534,7 +538,7 @@ fn bodies_matter_only_where_apicast_reads_them() {
 #[test]
 fn a_request_line_over_the_limit_gets_nginxs_414() {
     let c = compiled(json!([service(1, json!([r("GET", "/", "hits", 1)]))]));
-    assert_eq!(c.request_line_max_bytes, 8192);
+    assert_eq!(c.request_line_max_bytes(), 8192);
     let fill = |method: &str, line: usize| {
         let target_len = line - method.len() - " HTTP/1.1\r\n".len() - 1;
         format!(
@@ -586,7 +590,7 @@ fn the_request_line_limit_is_configurable_and_checked() {
         .unwrap()
         .remove("request_line_max_bytes");
     let c = load(doc.to_string().as_bytes()).compiled.unwrap();
-    assert_eq!(c.request_line_max_bytes, 8192);
+    assert_eq!(c.request_line_max_bytes(), 8192);
     for bad in [0, 63, 1024 * 1024 + 1] {
         doc["request_line_max_bytes"] = json!(bad);
         let l = load(doc.to_string().as_bytes());

@@ -4,6 +4,42 @@
 
 use std::fmt;
 
+use crate::fault::Fault;
+
+/// Why a URL is not one a gateway can route to. Always the configuration's (or an operator's
+/// option's) fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("'{0}' is not an absolute http(s) URL")]
+    NotAbsolute(String),
+    #[error("scheme '{0}' is not http or https")]
+    Scheme(String),
+    #[error("user information in the URL is not supported")]
+    UserInfo,
+    #[error("a URL fragment is not allowed here")]
+    Fragment,
+    #[error("the URL contains a space or control character")]
+    ControlCharacter,
+    #[error("unclosed '[' in an IPv6 address")]
+    UnclosedBracket,
+    #[error("'[{0}]' is not an IPv6 address")]
+    NotIpv6(String),
+    #[error("unexpected '{0}' after the IPv6 address")]
+    AfterIpv6(String),
+    #[error("the URL has no host")]
+    NoHost,
+    #[error("'{0}' is not a valid host name")]
+    Host(String),
+    #[error("'{0}' is not a valid port")]
+    Port(String),
+}
+
+impl UrlError {
+    pub fn fault(&self) -> Fault {
+        Fault::Configuration
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpUrl {
     pub https: bool,
@@ -18,23 +54,23 @@ pub struct HttpUrl {
 }
 
 impl HttpUrl {
-    pub fn parse(input: &str) -> Result<Self, String> {
+    pub fn parse(input: &str) -> Result<Self, UrlError> {
         let (scheme, rest) = input
             .split_once("://")
-            .ok_or_else(|| format!("'{input}' is not an absolute http(s) URL"))?;
+            .ok_or_else(|| UrlError::NotAbsolute(input.to_owned()))?;
         let https = match scheme.to_ascii_lowercase().as_str() {
             "http" => false,
             "https" => true,
-            other => return Err(format!("scheme '{other}' is not http or https")),
+            other => return Err(UrlError::Scheme(other.to_owned())),
         };
         let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
         let (authority, tail) = rest.split_at(authority_end);
         if authority.contains('@') {
-            return Err("user information in the URL is not supported".into());
+            return Err(UrlError::UserInfo);
         }
         let (host, port) = split_host_port(authority)?;
         if tail.contains('#') {
-            return Err("a URL fragment is not allowed here".into());
+            return Err(UrlError::Fragment);
         }
         let (path, query) = match tail.split_once('?') {
             Some((p, q)) => (p, Some(q.to_owned())),
@@ -45,7 +81,7 @@ impl HttpUrl {
                 .as_deref()
                 .is_some_and(|q| q.bytes().any(|b| b <= 0x20 || b == 0x7f))
         {
-            return Err("the URL contains a space or control character".into());
+            return Err(UrlError::ControlCharacter);
         }
         Ok(Self {
             https,
@@ -100,24 +136,22 @@ impl fmt::Display for HttpUrl {
     }
 }
 
-fn split_host_port(authority: &str) -> Result<(String, Option<u16>), String> {
+fn split_host_port(authority: &str) -> Result<(String, Option<u16>), UrlError> {
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
-        let close = rest
-            .find(']')
-            .ok_or_else(|| "unclosed '[' in an IPv6 address".to_owned())?;
+        let close = rest.find(']').ok_or(UrlError::UnclosedBracket)?;
         let (inner, after) = rest.split_at(close);
         if inner.is_empty()
             || !inner
                 .bytes()
                 .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
         {
-            return Err(format!("'[{inner}]' is not an IPv6 address"));
+            return Err(UrlError::NotIpv6(inner.to_owned()));
         }
         let after = after.get(1..).unwrap_or_default();
         let port = match after.strip_prefix(':') {
             Some(p) => Some(p),
             None if after.is_empty() => None,
-            None => return Err(format!("unexpected '{after}' after the IPv6 address")),
+            None => return Err(UrlError::AfterIpv6(after.to_owned())),
         };
         (format!("[{}]", inner.to_ascii_lowercase()), port)
     } else {
@@ -127,20 +161,20 @@ fn split_host_port(authority: &str) -> Result<(String, Option<u16>), String> {
         }
     };
     if host.is_empty() {
-        return Err("the URL has no host".into());
+        return Err(UrlError::NoHost);
     }
     if !host.starts_with('[')
         && !host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
     {
-        return Err(format!("'{host}' is not a valid host name"));
+        return Err(UrlError::Host(host));
     }
     let port = match port {
         None => None,
         Some(p) => match p.parse::<u16>() {
             Ok(n) if n > 0 => Some(n),
-            _ => return Err(format!("'{p}' is not a valid port")),
+            _ => return Err(UrlError::Port(p.to_owned())),
         },
     };
     Ok((host, port))

@@ -81,11 +81,13 @@ fn decide(c: &Compiled, scratch: &mut Scratch, target: &str) -> Seen {
         headers: &headers,
         body: None,
     };
-    let verdict = c.decide(&view, scratch).verdict;
+    let verdict = c
+        .decide(&view, tollgate::time::Timestamp::default(), scratch)
+        .verdict;
     let work = scratch.match_work();
     Seen {
         verdict,
-        matched: scratch.matched_rules().to_vec(),
+        matched: scratch.matched_rules().iter().map(|r| r.get()).collect(),
         steps: work.steps,
         dfa_states: work.dfa_states,
         regex_units: scratch.rules().regex_units(),
@@ -239,7 +241,7 @@ fn regex_engine_work_is_bounded() {
         .collect();
     let rules: Vec<Value> = patterns.iter().map(|p| rule("GET", p, "hits")).collect();
     let c = compiled(rules);
-    assert_eq!(c.services[0].rules.regex_rule_count(), 100);
+    assert_eq!(c.services()[0].rules().regex_rule_count(), 100);
     let mut scratch = Scratch::new();
     // A realistic path: every regex runs, well within the bound.
     let ok = decide(&c, &mut scratch, "/v1/xyxyz/42.xml?user_key=k");
@@ -261,14 +263,17 @@ fn regex_engine_work_is_bounded() {
         headers: &headers,
         body: None,
     };
-    let response = c.decide(&view, &mut scratch).response().unwrap();
+    let response = c
+        .decide(&view, tollgate::time::Timestamp::default(), &mut scratch)
+        .response()
+        .unwrap();
     assert_eq!(response.status, 414);
     // Identical regex patterns are compiled and run once.
     let same: Vec<Value> = (0..1_000)
         .map(|_| rule("GET", "/v1/(xy|z)+/{id}.json", "hits"))
         .collect();
     let c = compiled(same);
-    assert_eq!(c.services[0].rules.regex_rule_count(), 1);
+    assert_eq!(c.services()[0].rules().regex_rule_count(), 1);
     let seen = decide(&c, &mut scratch, "/v1/xyz/7.json?user_key=k");
     assert_eq!(seen.matched.len(), 1_000);
     assert!(seen.regex_units < 100 * 64);
@@ -320,7 +325,7 @@ fn deeply_nested_patterns_are_refused_without_a_crash() {
             let at_limit = deep(250);
             let regex = format!("/{}(ab)+{}", "(".repeat(249), ")".repeat(249));
             let c = compiled(vec![rule("GET", &at_limit, "a"), rule("GET", &regex, "b")]);
-            assert_eq!(c.services[0].rules.regex_rule_count(), 1);
+            assert_eq!(c.services()[0].rules().regex_rule_count(), 1);
             let mut scratch = Scratch::new();
             assert_eq!(decide(&c, &mut scratch, "/a?user_key=k").matched, [0]);
             assert_eq!(decide(&c, &mut scratch, "/abab?user_key=k").matched, [0, 1]);
@@ -354,8 +359,15 @@ fn compile_limits_name_themselves() {
             headers: &headers,
             body: None,
         };
-        assert_eq!(c.decide(&view, &mut scratch).verdict, Verdict::Authorize);
-        assert_eq!(scratch.matched_rules(), [64 * 3 + 999]);
+        assert_eq!(
+            c.decide(&view, tollgate::time::Timestamp::default(), &mut scratch)
+                .verdict,
+            Verdict::Authorize
+        );
+        assert_eq!(
+            scratch.matched_rules(),
+            [tollgate::RuleIndex::new(64 * 3 + 999)]
+        );
     }
     rules.push(rule("M64", "/", "hits"));
     let loaded = load(json!({"services": [service(rules)]}).to_string().as_bytes());
@@ -386,7 +398,7 @@ fn the_trie_node_limit_refuses_a_configuration_that_would_exceed_it() {
     assert!(e.path.ends_with(".pattern"), "{e}");
     assert!(
         e.message
-            .contains(&tollgate::compile::MAX_TRIE_NODES.to_string())
+            .contains(&tollgate::model::compiler::MAX_TRIE_NODES.to_string())
             || e.message.contains("4000000"),
         "{e}"
     );

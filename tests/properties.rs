@@ -33,7 +33,7 @@ use tollgate::rules::pattern::{analyze, PatternKind, Token};
 use tollgate::rules::query::QueryCondition;
 use tollgate::rules::{MatchScratch, RuleInput, RuleSet};
 use tollgate::url::HttpUrl;
-use tollgate::{Compiled, DenyReason, RequestView, Scratch, Verdict};
+use tollgate::{Compiled, DenyReason, MetricIndex, RequestView, RuleIndex, Scratch, Verdict};
 
 // ---------------------------------------------------------------------------------------------
 // Shared helpers
@@ -1486,7 +1486,7 @@ fn check_decision(
     scratch: &mut Scratch,
     stats: Option<&DecideStats>,
 ) -> Result<(), TestCaseError> {
-    let decision = compiled.decide(req, scratch);
+    let decision = compiled.decide(req, tollgate::time::Timestamp::default(), scratch);
     let response = decision.response();
     if let Some(stats) = stats {
         stats.decisions.set(stats.decisions.get() + 1);
@@ -1540,7 +1540,7 @@ fn check_decision(
                 DenyReason::UriTooLong => {
                     prop_assert_eq!(r.status, 414);
                     let line = tollgate::decision::request_line_len(req.method, req.target);
-                    prop_assert!(line > compiled.request_line_max_bytes);
+                    prop_assert!(line > compiled.request_line_max_bytes());
                 }
                 DenyReason::UnknownService => prop_assert_eq!(r.status, 404),
                 DenyReason::AuthMissing => prop_assert!(decision.credentials.is_none()),
@@ -1560,14 +1560,14 @@ fn check_decision(
     }
     if let Some(service) = decision.service {
         for &id in scratch.matched_rules() {
-            prop_assert!((id as usize) < service.rules.len());
+            prop_assert!(id.as_usize() < service.rules().len());
         }
         for w in scratch.usage().windows(2) {
             prop_assert!(w[0].0 < w[1].0, "usage not sorted: {:?}", scratch.usage());
         }
         for &(metric, total) in scratch.usage() {
             prop_assert!(total > 0);
-            prop_assert!((metric as usize) < service.metrics.len());
+            prop_assert!(metric.as_usize() < service.metrics().len());
         }
     }
     Ok(())
@@ -2059,7 +2059,7 @@ proptest! {
             method: "GET".into(),
             pattern: pattern.clone(),
             analysis,
-            metric: 0,
+            metric: MetricIndex::new(0),
             delta: 1,
             last: false,
             conditions: vec![],
@@ -2257,7 +2257,7 @@ fn trie_matches_what_the_apicast_regex_matches() {
                         method: r.method.into(),
                         analysis: analyze(&pattern),
                         pattern,
-                        metric: i as u32,
+                        metric: MetricIndex::new(i as u32),
                         delta: 1,
                         last: false,
                         conditions: vec![],
@@ -2280,12 +2280,12 @@ fn trie_matches_what_the_apicast_regex_matches() {
                 &RequestArgs::default(),
                 &mut scratch,
             );
-            let expected: Vec<u32> = rules
+            let expected: Vec<RuleIndex> = rules
                 .iter()
                 .enumerate()
                 .filter(|(_, r)| r.method == "ANY" || r.method == method)
                 .filter(|(_, r)| r.apicast_regex().is_match(&path))
-                .map(|(i, _)| i as u32)
+                .map(|(i, _)| RuleIndex::from_usize(i))
                 .collect();
             prop_assert_eq!(
                 &scratch.matched,
@@ -2295,7 +2295,11 @@ fn trie_matches_what_the_apicast_regex_matches() {
                 path,
                 rules.iter().map(PlainRule::pattern).collect::<Vec<_>>()
             );
-            let usage: Vec<(u32, i64)> = expected.iter().map(|&i| (i, 1)).collect();
+            // Rule i counts metric i.
+            let usage: Vec<(MetricIndex, i64)> = expected
+                .iter()
+                .map(|&i| (MetricIndex::new(i.get()), 1))
+                .collect();
             prop_assert_eq!(&scratch.usage, &usage);
             cases.set(cases.get() + 1);
             if !expected.is_empty() {
@@ -2424,7 +2428,7 @@ fn rule_inputs(patterns: &[String], method: impl Fn(usize) -> &'static str) -> V
             method: method(i).into(),
             pattern: p.clone(),
             analysis: analyze(p),
-            metric: i as u32,
+            metric: MetricIndex::new(i as u32),
             delta: 1,
             last: false,
             conditions: vec![],
@@ -2434,7 +2438,7 @@ fn rule_inputs(patterns: &[String], method: impl Fn(usize) -> &'static str) -> V
 
 /// The rules APIcast matches on `path` (each rule's regex, in order), leaving out `broken`
 /// ones (their regex does not compile: they never match).
-fn apicast_matches(patterns: &[String], path: &str, broken: &[usize]) -> Vec<u32> {
+fn apicast_matches(patterns: &[String], path: &str, broken: &[usize]) -> Vec<RuleIndex> {
     patterns
         .iter()
         .enumerate()
@@ -2443,7 +2447,7 @@ fn apicast_matches(patterns: &[String], path: &str, broken: &[usize]) -> Vec<u32
             regex::Regex::new(&tollgate::rules::pattern::apicast_regex(p))
                 .is_ok_and(|re| re.is_match(path))
         })
-        .map(|(i, _)| i as u32)
+        .map(|(i, _)| RuleIndex::from_usize(i))
         .collect()
 }
 

@@ -28,20 +28,22 @@
 //! Not expressed: a query string in `api_backend` (APIcast replaces the request's query with
 //! it); Envoy routes keep the request's query.
 //!
+//! What the gateway is (domains, targets, the control service) comes from the core's
+//! validated view ([`tollgate::model::gateway`]); this module only spells it in Envoy's terms,
+//! through typed structs whose field order is the order of the YAML.
+//!
 //! https upstreams are verified: their certificate must chain to `upstream_ca` (default the
 //! system bundle, [`SYSTEM_CA_BUNDLE`]) and name the host (DNS or IP SAN). Turning that off
 //! is an explicit choice (`--upstream-ca none`).
 
-use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 
-use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
-use tollgate::compile::{compile, FilterConfigPaths};
-use tollgate::diagnostics::Diagnostics;
-use tollgate::service::{normalize_host, MAX_HOST_LEN};
-use tollgate::url::HttpUrl;
-use tollgate::FilterConfig;
+use serde::Serialize;
+use tollgate::config::FilterConfigPaths;
+use tollgate::model::gateway::{Route, SubjectAltName, Target, NO_CONTROL_SERVICE};
+use tollgate::url::{HttpUrl, UrlError};
+use tollgate::{compile, Diagnostic, Diagnostics, FilterConfig};
 
 /// The name of the listener, the HCM stat prefix, the filter's `vm_id` and `root_id`.
 pub const NAME: &str = "tollgate";
@@ -82,196 +84,161 @@ impl EnvoyOptions {
     }
 }
 
+/// Why there is no bootstrap: the operator's options, the configuration, or (never expected)
+/// the YAML writer.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvoyError {
+    #[error(
+        "the admin address {0} is not a loopback address: Envoy's admin interface must not be \
+         reachable from other machines"
+    )]
+    AdminNotLoopback(SocketAddr),
+    #[error("--backend-url {raw}: {source}")]
+    BackendUrl { raw: String, source: UrlError },
+    #[error("--backend-url {0}: give only scheme, host and port (the filter sends its own path)")]
+    BackendUrlNotBare(String),
+    /// The configuration's errors, as `tollgate check` reports them.
+    #[error("the configuration is not valid:\n{}", lines(.0))]
+    Config(Vec<Diagnostic>),
+    #[error("{NO_CONTROL_SERVICE}")]
+    NoControlService,
+    #[error("cannot write the Envoy bootstrap as YAML: {0}")]
+    Yaml(#[from] serde_saphyr::ser::Error),
+}
+
+fn lines(diagnostics: &[Diagnostic]) -> String {
+    let lines: Vec<String> = diagnostics.iter().map(ToString::to_string).collect();
+    lines.join("\n")
+}
+
 /// The Envoy bootstrap for `config` as YAML, or why there can be none.
-pub fn render(config: &FilterConfig, options: &EnvoyOptions) -> Result<String, String> {
+pub fn render(config: &FilterConfig, options: &EnvoyOptions) -> Result<String, EnvoyError> {
     let bootstrap = bootstrap(config, options)?;
     // Long single-line scalars (the `@type` URLs) stay on one line.
     let options = serde_saphyr::ser_options! { folded_wrap_chars: 1000 };
-    let yaml = serde_saphyr::to_string_with_options(&bootstrap, options)
-        .map_err(|e| format!("cannot write the Envoy bootstrap as YAML: {e}"))?;
+    let yaml = serde_saphyr::to_string_with_options(&bootstrap, options)?;
     Ok(format!(
         "# Envoy bootstrap written by `tollgate generate envoy`. It embeds the service tokens: keep it private.\n{yaml}"
     ))
 }
 
-/// The bootstrap as a tree (what `render` serializes).
-pub fn bootstrap(config: &FilterConfig, options: &EnvoyOptions) -> Result<Node, String> {
+/// The bootstrap (what `render` serializes).
+pub fn bootstrap(config: &FilterConfig, options: &EnvoyOptions) -> Result<Bootstrap, EnvoyError> {
     if !options.admin.ip().is_loopback() {
-        return Err(format!(
-            "the admin address {} is not a loopback address: Envoy's admin interface must not be \
-             reachable from other machines",
-            options.admin
-        ));
+        return Err(EnvoyError::AdminNotLoopback(options.admin));
     }
     let mut diags = Diagnostics::new();
     let Some(compiled) = compile(config, &FilterConfigPaths, &mut diags) else {
-        let errors: Vec<String> = diags.errors().map(ToString::to_string).collect();
-        return Err(format!(
-            "the configuration is not valid:\n{}",
-            errors.join("\n")
-        ));
+        return Err(EnvoyError::Config(diags.errors().cloned().collect()));
     };
-    let control_cluster = config.control_service.cluster.as_str();
-    let control = control_url(config, options.backend_url.as_deref())?;
+    let gateway = compiled.gateway();
+    let control = match options.backend_url.as_deref() {
+        Some(raw) => backend_url(raw)?,
+        None => gateway
+            .control()
+            .cloned()
+            .ok_or(EnvoyError::NoControlService)?,
+    };
+    let ca = options.upstream_ca.as_deref();
 
     let mut names = Names::default();
-    names.reserve(control_cluster);
-    let mut clusters: Vec<Node> = Vec::new();
-    // (https, host, port) → cluster name
-    let mut upstreams: BTreeMap<(bool, String, u16), String> = BTreeMap::new();
-    let mut virtual_hosts = Vec::new();
-    let mut claimed: Vec<String> = Vec::new();
+    names.reserve(gateway.control_cluster());
+    let mut clusters: Vec<Cluster> = Vec::new();
+    let upstream_names: Vec<String> = gateway
+        .upstreams()
+        .iter()
+        .map(|target| {
+            let name = names.allocate(&upstream_cluster_name(target));
+            clusters.push(Cluster::new(&name, target, ca));
+            name
+        })
+        .collect();
     let mut vhost_names = Names::default();
-
-    for (svc, service) in config.services.iter().zip(&compiled.services) {
-        let mut domains = Vec::new();
-        for host in &svc.hosts {
-            let domain = domain(host)?;
-            if !claimed.contains(&domain) {
-                claimed.push(domain.clone());
-                domains.push(Node::from(domain));
+    let mut virtual_hosts: Vec<VirtualHost> = gateway
+        .virtual_hosts()
+        .iter()
+        .map(|vh| {
+            let routes = match vh.route() {
+                Route::NotFound => vec![RouteEntry::not_found()],
+                Route::Upstream(up) => {
+                    let cluster = upstream_names.get(up.upstream()).map_or("", String::as_str);
+                    upstream_routes(cluster, up.host_header(), up.path_prefix())
+                }
+            };
+            VirtualHost {
+                name: vhost_names.allocate(&format!("service_{}", sanitize(vh.service().id()))),
+                domains: vh.domains().iter().map(ToString::to_string).collect(),
+                routes,
             }
-        }
-        if domains.is_empty() {
-            continue;
-        }
-        let routes = match &service.upstream.api_backend {
-            None => vec![not_found_route()],
-            Some(url) => {
-                let key = (url.https, url.host.clone(), url.effective_port());
-                let cluster = match upstreams.get(&key) {
-                    Some(name) => name.clone(),
-                    None => {
-                        let name = names.allocate(&upstream_cluster_name(url));
-                        clusters.push(cluster(&name, url, options.upstream_ca.as_deref()));
-                        upstreams.insert(key, name.clone());
-                        name
-                    }
-                };
-                let host = service.upstream.host_header().unwrap_or_default();
-                upstream_routes(&cluster, &host, &url.path)
-            }
-        };
-        let name = vhost_names.allocate(&format!("service_{}", sanitize(&svc.id)));
-        virtual_hosts.push(map([
-            ("name", Node::from(name)),
-            ("domains", Node::List(domains)),
-            ("routes", Node::List(routes)),
-        ]));
-    }
-    virtual_hosts.push(map([
-        ("name", Node::from("unknown_host")),
-        ("domains", Node::List(vec![Node::from("*")])),
-        ("routes", Node::List(vec![not_found_route()])),
-    ]));
-    clusters.push(cluster(
-        control_cluster,
-        &control,
-        options.upstream_ca.as_deref(),
-    ));
+        })
+        .collect();
+    virtual_hosts.push(VirtualHost {
+        name: "unknown_host".into(),
+        domains: vec!["*".into()],
+        routes: vec![RouteEntry::not_found()],
+    });
+    clusters.push(Cluster::new(gateway.control_cluster(), &control, ca));
 
-    let filter_json = embeddable_json(config);
-    let wasm_filter = map([
-        ("name", Node::from("envoy.filters.http.wasm")),
-        (
-            "typed_config",
-            map([
-                (
-                    "@type",
-                    Node::from("type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"),
-                ),
-                (
-                    "config",
-                    map([
-                        ("name", Node::from(NAME)),
-                        ("root_id", Node::from(NAME)),
-                        (
-                            "vm_config",
-                            map([
-                                ("vm_id", Node::from(NAME)),
-                                ("runtime", Node::from("envoy.wasm.runtime.v8")),
-                                (
-                                    "code",
-                                    map([(
-                                        "local",
-                                        map([(
-                                            "filename",
-                                            Node::from(options.wasm.display().to_string()),
-                                        )]),
-                                    )]),
-                                ),
-                            ]),
-                        ),
-                        (
-                            "configuration",
-                            map([
-                                (
-                                    "@type",
-                                    Node::from("type.googleapis.com/google.protobuf.StringValue"),
-                                ),
-                                ("value", Node::from(filter_json)),
-                            ]),
-                        ),
-                        ("failure_policy", Node::from("FAIL_RELOAD")),
-                        // The filter pauses in on_request_headers to read urlencoded body
-                        // arguments; without this Envoy holds the body back until the
-                        // headers resume and the request hangs.
-                        ("allow_on_headers_stop_iteration", Node::Bool(true)),
-                    ]),
-                ),
-            ]),
-        ),
-    ]);
-    let router = map([
-        ("name", Node::from("envoy.filters.http.router")),
-        (
-            "typed_config",
-            map([(
-                "@type",
-                Node::from("type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"),
-            )]),
-        ),
-    ]);
-    let hcm = map([
-        (
-            "name",
-            Node::from("envoy.filters.network.http_connection_manager"),
-        ),
-        (
-            "typed_config",
-            map([
-                ("@type", Node::from("type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager")),
-                ("stat_prefix", Node::from(NAME)),
-                ("strip_any_host_port", Node::Bool(true)),
-                (
-                    "route_config",
-                    map([
-                        ("name", Node::from(NAME)),
-                        ("virtual_hosts", Node::List(virtual_hosts)),
-                    ]),
-                ),
-                ("http_filters", Node::List(vec![wasm_filter, router])),
-            ]),
-        ),
-    ]);
-    let listener = map([
-        ("name", Node::from(NAME)),
-        ("address", socket_address(options.listen)),
-        (
-            "filter_chains",
-            Node::List(vec![map([("filters", Node::List(vec![hcm]))])]),
-        ),
-    ]);
-    Ok(map([
-        (
-            "static_resources",
-            map([
-                ("listeners", Node::List(vec![listener])),
-                ("clusters", Node::List(clusters)),
-            ]),
-        ),
-        ("admin", map([("address", socket_address(options.admin))])),
-    ]))
+    let wasm = HttpFilter {
+        name: "envoy.filters.http.wasm",
+        typed_config: HttpFilterConfig::Wasm(WasmFilter {
+            type_url: "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            config: WasmPlugin {
+                name: NAME,
+                root_id: NAME,
+                vm_config: VmConfig {
+                    vm_id: NAME,
+                    runtime: "envoy.wasm.runtime.v8",
+                    code: Code {
+                        local: DataSource {
+                            filename: options.wasm.display().to_string(),
+                        },
+                    },
+                },
+                configuration: StringValue {
+                    type_url: "type.googleapis.com/google.protobuf.StringValue",
+                    value: embeddable_json(config),
+                },
+                failure_policy: "FAIL_RELOAD",
+                // The filter pauses in on_request_headers to read urlencoded body arguments;
+                // without this Envoy holds the body back until the headers resume and the
+                // request hangs.
+                allow_on_headers_stop_iteration: true,
+            },
+        }),
+    };
+    let router = HttpFilter {
+        name: "envoy.filters.http.router",
+        typed_config: HttpFilterConfig::Router(TypeOnly {
+            type_url: "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+        }),
+    };
+    let hcm = NetworkFilter {
+        name: "envoy.filters.network.http_connection_manager",
+        typed_config: HttpConnectionManager {
+            type_url: "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            stat_prefix: NAME,
+            strip_any_host_port: true,
+            route_config: RouteConfig {
+                name: NAME,
+                virtual_hosts,
+            },
+            http_filters: vec![wasm, router],
+        },
+    };
+    Ok(Bootstrap {
+        static_resources: StaticResources {
+            listeners: vec![Listener {
+                name: NAME,
+                address: Address::socket(options.listen.ip().to_string(), options.listen.port()),
+                filter_chains: vec![FilterChain { filters: vec![hcm] }],
+            }],
+            clusters,
+        },
+        admin: Admin {
+            address: Address::socket(options.admin.ip().to_string(), options.admin.port()),
+        },
+    })
 }
 
 /// The FilterConfig JSON exactly as `tollgate generate filter` writes it, except for U+0085:
@@ -286,107 +253,43 @@ pub fn embeddable_json(config: &FilterConfig) -> String {
     json
 }
 
-/// The control service's URL: `--backend-url`, else the one `backend.endpoint` every service
-/// that states one agrees on.
-fn control_url(config: &FilterConfig, backend_url: Option<&str>) -> Result<HttpUrl, String> {
-    if let Some(raw) = backend_url {
-        let url = HttpUrl::parse(raw).map_err(|e| format!("--backend-url {raw}: {e}"))?;
-        if !url.path.is_empty() || url.query.is_some() {
-            return Err(format!(
-                "--backend-url {raw}: give only scheme, host and port (the filter sends its own path)"
-            ));
-        }
-        return Ok(url);
+/// `--backend-url`: scheme, host and port only.
+fn backend_url(raw: &str) -> Result<Target, EnvoyError> {
+    let url = HttpUrl::parse(raw).map_err(|source| EnvoyError::BackendUrl {
+        raw: raw.to_owned(),
+        source,
+    })?;
+    if !url.path.is_empty() || url.query.is_some() {
+        return Err(EnvoyError::BackendUrlNotBare(raw.to_owned()));
     }
-    let mut found: Option<(HttpUrl, &str)> = None;
-    for svc in &config.services {
-        let Some(raw) = svc.backend.endpoint.as_deref().filter(|e| !e.is_empty()) else {
-            continue;
-        };
-        let url = HttpUrl::parse(raw)
-            .map_err(|e| format!("service {}: backend.endpoint {raw}: {e}", svc.id))?;
-        match &found {
-            None => found = Some((url, svc.id.as_str())),
-            Some((first, first_id)) => {
-                if (first.https, &first.host, first.effective_port())
-                    != (url.https, &url.host, url.effective_port())
-                {
-                    return Err(format!(
-                        "services {first_id} and {} name different control services ({first} and \
-                         {url}); one Envoy cluster serves them all: choose with --backend-url",
-                        svc.id
-                    ));
-                }
-            }
-        }
-    }
-    found.map(|(url, _)| url).ok_or_else(|| {
-        "no service names its control service (backend.endpoint): give --backend-url".to_owned()
-    })
+    Ok(Target::of(&url))
 }
 
-/// A host as an Envoy domain: lower-cased, without port or trailing dot.
-fn domain(host: &str) -> Result<String, String> {
-    let mut buf = [0u8; MAX_HOST_LEN];
-    let normalized = normalize_host(host.as_bytes(), &mut buf)
-        .map(|h| String::from_utf8_lossy(h).into_owned())
-        .unwrap_or_default();
-    if normalized.is_empty()
-        || normalized
-            .bytes()
-            .any(|b| b == b'*' || b.is_ascii_whitespace() || b.is_ascii_control())
-    {
-        return Err(format!(
-            "host '{host}' cannot be an Envoy virtual host domain"
-        ));
-    }
-    Ok(normalized)
-}
-
-/// Routes to `cluster` with `Host: host`, the backend's `path` put in front of the request's.
-fn upstream_routes(cluster: &str, host: &str, path: &str) -> Vec<Node> {
-    let action = |rewrite: Option<String>| {
-        let mut route = vec![
-            ("cluster".to_owned(), Node::from(cluster)),
-            ("host_rewrite_literal".to_owned(), Node::from(host)),
-        ];
-        if let Some(r) = rewrite {
-            route.push(("prefix_rewrite".to_owned(), Node::from(r)));
-        }
-        Node::Map(route)
+/// Routes to `cluster` with `Host: host`, the backend's path `prefix` put in front of the
+/// request's.
+fn upstream_routes(cluster: &str, host: &str, prefix: &str) -> Vec<RouteEntry> {
+    let action = |prefix_rewrite: Option<String>| RouteAction {
+        cluster: cluster.to_owned(),
+        host_rewrite_literal: host.to_owned(),
+        prefix_rewrite,
     };
-    let prefix = map([("prefix", Node::from("/"))]);
-    if path.is_empty() || path == "/" {
-        return vec![map([("match", prefix), ("route", action(None))])];
+    if prefix.is_empty() {
+        return vec![RouteEntry::to(RouteMatch::prefix("/"), action(None))];
     }
-    let prefix_path = path.trim_end_matches('/');
     vec![
         // APIcast: request `/` goes to exactly the backend's path.
-        map([
-            ("match", map([("path", Node::from("/"))])),
-            ("route", action(Some(prefix_path.to_owned()))),
-        ]),
-        map([
-            ("match", prefix),
-            ("route", action(Some(format!("{prefix_path}/")))),
-        ]),
+        RouteEntry::to(RouteMatch::path("/"), action(Some(prefix.to_owned()))),
+        RouteEntry::to(RouteMatch::prefix("/"), action(Some(format!("{prefix}/")))),
     ]
 }
 
-fn not_found_route() -> Node {
-    map([
-        ("match", map([("prefix", Node::from("/"))])),
-        ("direct_response", map([("status", Node::Int(404))])),
-    ])
-}
-
 /// `api_backend_<host>_<port>[_tls]`, sanitized.
-pub fn upstream_cluster_name(url: &HttpUrl) -> String {
-    let tls = if url.https { "_tls" } else { "" };
+pub fn upstream_cluster_name(target: &Target) -> String {
+    let tls = if target.tls() { "_tls" } else { "" };
     format!(
         "api_backend_{}_{}{tls}",
-        sanitize(unbracketed(&url.host)),
-        url.effective_port()
+        sanitize(target.bare_host()),
+        target.port()
     )
 }
 
@@ -396,116 +299,6 @@ fn sanitize(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect()
-}
-
-/// An IPv6 literal without its brackets; anything else as is.
-fn unbracketed(host: &str) -> &str {
-    host.strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host)
-}
-
-/// The host as an IP address, if it is a literal one.
-fn ip_literal(host: &str) -> Option<IpAddr> {
-    unbracketed(host).parse().ok()
-}
-
-fn cluster(name: &str, url: &HttpUrl, ca: Option<&std::path::Path>) -> Node {
-    let ip = ip_literal(&url.host);
-    let address = match ip {
-        Some(ip) => ip.to_string(),
-        None => url.host.clone(),
-    };
-    let mut fields = vec![
-        ("name".to_owned(), Node::from(name)),
-        (
-            "type".to_owned(),
-            Node::from(if ip.is_some() {
-                "STATIC"
-            } else {
-                "LOGICAL_DNS"
-            }),
-        ),
-        ("connect_timeout".to_owned(), Node::from(CONNECT_TIMEOUT)),
-    ];
-    if ip.is_none() {
-        fields.push(("dns_lookup_family".to_owned(), Node::from("V4_PREFERRED")));
-    }
-    let endpoint = map([(
-        "endpoint",
-        map([(
-            "address",
-            map([(
-                "socket_address",
-                map([
-                    ("address", Node::from(address)),
-                    ("port_value", Node::Int(url.effective_port().into())),
-                ]),
-            )]),
-        )]),
-    )]);
-    fields.push((
-        "load_assignment".to_owned(),
-        map([
-            ("cluster_name", Node::from(name)),
-            (
-                "endpoints",
-                Node::List(vec![map([("lb_endpoints", Node::List(vec![endpoint]))])]),
-            ),
-        ]),
-    ));
-    if url.https {
-        let mut tls = vec![(
-            "@type".to_owned(),
-            Node::from(
-                "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-            ),
-        )];
-        if ip.is_none() {
-            tls.push(("sni".to_owned(), Node::from(url.host.as_str())));
-        }
-        if let Some(ca) = ca {
-            // Chain to the CA bundle and name the host we dialled: without both, anyone on
-            // the path could read the service token and the caller's credentials.
-            let (san_type, san_value) = match ip {
-                Some(ip) => ("IP_ADDRESS", ip.to_string()),
-                None => ("DNS", url.host.clone()),
-            };
-            let san = map([
-                ("san_type", Node::from(san_type)),
-                ("matcher", map([("exact", Node::from(san_value.as_str()))])),
-            ]);
-            let validation = map([
-                (
-                    "trusted_ca",
-                    map([("filename", Node::from(ca.display().to_string().as_str()))]),
-                ),
-                ("match_typed_subject_alt_names", Node::List(vec![san])),
-            ]);
-            tls.push((
-                "common_tls_context".to_owned(),
-                map([("validation_context", validation)]),
-            ));
-        }
-        fields.push((
-            "transport_socket".to_owned(),
-            map([
-                ("name", Node::from("envoy.transport_sockets.tls")),
-                ("typed_config", Node::Map(tls)),
-            ]),
-        ));
-    }
-    Node::Map(fields)
-}
-
-fn socket_address(addr: SocketAddr) -> Node {
-    map([(
-        "socket_address",
-        map([
-            ("address", Node::from(addr.ip().to_string())),
-            ("port_value", Node::Int(addr.port().into())),
-        ]),
-    )])
 }
 
 /// Unique names: a taken name gets `_2`, `_3`, ….
@@ -529,66 +322,351 @@ impl Names {
     }
 }
 
-/// A YAML/JSON tree that keeps its keys in the order they were written (serde_json's map
-/// sorts them).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Node {
-    Str(String),
-    Int(u64),
-    Bool(bool),
-    List(Vec<Node>),
-    Map(Vec<(String, Node)>),
+// Envoy's v3 bootstrap, as much of it as tollgate writes. Field order is YAML key order.
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Bootstrap {
+    pub static_resources: StaticResources,
+    pub admin: Admin,
 }
 
-fn map<const N: usize>(entries: [(&str, Node); N]) -> Node {
-    Node::Map(
-        entries
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect(),
-    )
+#[derive(Debug, Clone, Serialize)]
+pub struct StaticResources {
+    pub listeners: Vec<Listener>,
+    pub clusters: Vec<Cluster>,
 }
 
-impl From<&str> for Node {
-    fn from(s: &str) -> Self {
-        Node::Str(s.to_owned())
-    }
+#[derive(Debug, Clone, Serialize)]
+pub struct Admin {
+    pub address: Address,
 }
 
-impl From<String> for Node {
-    fn from(s: String) -> Self {
-        Node::Str(s)
-    }
+#[derive(Debug, Clone, Serialize)]
+pub struct Address {
+    pub socket_address: SocketAddress,
 }
 
-impl From<&String> for Node {
-    fn from(s: &String) -> Self {
-        Node::Str(s.clone())
-    }
-}
-
-impl Serialize for Node {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Node::Str(s) => serializer.serialize_str(s),
-            Node::Int(n) => serializer.serialize_u64(*n),
-            Node::Bool(b) => serializer.serialize_bool(*b),
-            Node::List(items) => {
-                let mut seq = serializer.serialize_seq(Some(items.len()))?;
-                for item in items {
-                    seq.serialize_element(item)?;
-                }
-                seq.end()
-            }
-            Node::Map(entries) => {
-                let mut m = serializer.serialize_map(Some(entries.len()))?;
-                for (k, v) in entries {
-                    m.serialize_entry(k, v)?;
-                }
-                m.end()
-            }
+impl Address {
+    fn socket(address: String, port_value: u16) -> Self {
+        Self {
+            socket_address: SocketAddress {
+                address,
+                port_value,
+            },
         }
     }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SocketAddress {
+    pub address: String,
+    pub port_value: u16,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Listener {
+    pub name: &'static str,
+    pub address: Address,
+    pub filter_chains: Vec<FilterChain>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FilterChain {
+    pub filters: Vec<NetworkFilter>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NetworkFilter {
+    pub name: &'static str,
+    pub typed_config: HttpConnectionManager,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpConnectionManager {
+    #[serde(rename = "@type")]
+    pub type_url: &'static str,
+    pub stat_prefix: &'static str,
+    /// `Host: api.example.com:8080` finds `api.example.com`, as in the filter.
+    pub strip_any_host_port: bool,
+    pub route_config: RouteConfig,
+    pub http_filters: Vec<HttpFilter>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteConfig {
+    pub name: &'static str,
+    pub virtual_hosts: Vec<VirtualHost>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VirtualHost {
+    pub name: String,
+    pub domains: Vec<String>,
+    pub routes: Vec<RouteEntry>,
+}
+
+/// A route: forwarded (`route`) or answered by Envoy (`direct_response`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteEntry {
+    #[serde(rename = "match")]
+    pub matcher: RouteMatch,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<RouteAction>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub direct_response: Option<DirectResponse>,
+}
+
+impl RouteEntry {
+    fn to(matcher: RouteMatch, action: RouteAction) -> Self {
+        Self {
+            matcher,
+            route: Some(action),
+            direct_response: None,
+        }
+    }
+
+    fn not_found() -> Self {
+        Self {
+            matcher: RouteMatch::prefix("/"),
+            route: None,
+            direct_response: Some(DirectResponse { status: 404 }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteMatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+impl RouteMatch {
+    fn prefix(p: &str) -> Self {
+        Self {
+            prefix: Some(p.to_owned()),
+            path: None,
+        }
+    }
+
+    fn path(p: &str) -> Self {
+        Self {
+            prefix: None,
+            path: Some(p.to_owned()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteAction {
+    pub cluster: String,
+    pub host_rewrite_literal: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefix_rewrite: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DirectResponse {
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpFilter {
+    pub name: &'static str,
+    pub typed_config: HttpFilterConfig,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum HttpFilterConfig {
+    Wasm(WasmFilter),
+    Router(TypeOnly),
+}
+
+/// A typed config with nothing but its type.
+#[derive(Debug, Clone, Serialize)]
+pub struct TypeOnly {
+    #[serde(rename = "@type")]
+    pub type_url: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WasmFilter {
+    #[serde(rename = "@type")]
+    pub type_url: &'static str,
+    pub config: WasmPlugin,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WasmPlugin {
+    pub name: &'static str,
+    pub root_id: &'static str,
+    pub vm_config: VmConfig,
+    pub configuration: StringValue,
+    pub failure_policy: &'static str,
+    pub allow_on_headers_stop_iteration: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VmConfig {
+    pub vm_id: &'static str,
+    pub runtime: &'static str,
+    pub code: Code,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Code {
+    pub local: DataSource,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DataSource {
+    pub filename: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StringValue {
+    #[serde(rename = "@type")]
+    pub type_url: &'static str,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Cluster {
+    pub name: String,
+    /// `STATIC` for an IP literal, `LOGICAL_DNS` for a name.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub connect_timeout: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_lookup_family: Option<&'static str>,
+    pub load_assignment: LoadAssignment,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport_socket: Option<TransportSocket>,
+}
+
+impl Cluster {
+    fn new(name: &str, target: &Target, ca: Option<&Path>) -> Self {
+        let ip = target.ip();
+        let address = match ip {
+            Some(ip) => ip.to_string(),
+            None => target.host().to_owned(),
+        };
+        let transport_socket = target.tls().then(|| TransportSocket {
+            name: "envoy.transport_sockets.tls",
+            typed_config: UpstreamTlsContext {
+                type_url:
+                    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                sni: target.sni().map(str::to_owned),
+                // Chain to the CA bundle and name the host we dialled: without both, anyone on
+                // the path could read the service token and the caller's credentials.
+                common_tls_context: ca.map(|ca| CommonTlsContext {
+                    validation_context: ValidationContext {
+                        trusted_ca: DataSource {
+                            filename: ca.display().to_string(),
+                        },
+                        match_typed_subject_alt_names: vec![SanMatcher::of(
+                            target.subject_alt_name(),
+                        )],
+                    },
+                }),
+            },
+        });
+        Self {
+            name: name.to_owned(),
+            kind: if ip.is_some() {
+                "STATIC"
+            } else {
+                "LOGICAL_DNS"
+            },
+            connect_timeout: CONNECT_TIMEOUT,
+            dns_lookup_family: ip.is_none().then_some("V4_PREFERRED"),
+            load_assignment: LoadAssignment {
+                cluster_name: name.to_owned(),
+                endpoints: vec![LocalityEndpoints {
+                    lb_endpoints: vec![LbEndpoint {
+                        endpoint: Endpoint {
+                            address: Address::socket(address, target.port()),
+                        },
+                    }],
+                }],
+            },
+            transport_socket,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadAssignment {
+    pub cluster_name: String,
+    pub endpoints: Vec<LocalityEndpoints>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LocalityEndpoints {
+    pub lb_endpoints: Vec<LbEndpoint>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LbEndpoint {
+    pub endpoint: Endpoint,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Endpoint {
+    pub address: Address,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TransportSocket {
+    pub name: &'static str,
+    pub typed_config: UpstreamTlsContext,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UpstreamTlsContext {
+    #[serde(rename = "@type")]
+    pub type_url: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub common_tls_context: Option<CommonTlsContext>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CommonTlsContext {
+    pub validation_context: ValidationContext,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ValidationContext {
+    pub trusted_ca: DataSource,
+    pub match_typed_subject_alt_names: Vec<SanMatcher>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SanMatcher {
+    pub san_type: &'static str,
+    pub matcher: ExactMatcher,
+}
+
+impl SanMatcher {
+    fn of(san: SubjectAltName) -> Self {
+        let (san_type, exact) = match san {
+            SubjectAltName::Dns(name) => ("DNS", name),
+            SubjectAltName::Ip(ip) => ("IP_ADDRESS", ip.to_string()),
+        };
+        Self {
+            san_type,
+            matcher: ExactMatcher { exact },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExactMatcher {
+    pub exact: String,
 }
 
 #[cfg(test)]

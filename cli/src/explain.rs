@@ -242,8 +242,8 @@ fn explanation(decision: &Decision<'_, '_>, scratch: &Scratch) -> Explanation {
         _ => None,
     };
     Explanation {
-        service_id: service.map(|s| s.id.to_string()),
-        service_name: service.map(|s| s.name.to_string()),
+        service_id: service.map(|s| s.id().to_string()),
+        service_name: service.map(|s| s.name().to_string()),
         credentials: decision.credentials.as_ref().map(credentials_map),
         path,
         matched_rules: service
@@ -251,7 +251,7 @@ fn explanation(decision: &Decision<'_, '_>, scratch: &Scratch) -> Explanation {
                 scratch
                     .matched_rules()
                     .iter()
-                    .map(|&id| s.rules.pattern(id).to_owned())
+                    .map(|&id| s.rules().pattern(id).to_owned())
                     .collect()
             })
             .unwrap_or_default(),
@@ -284,7 +284,12 @@ pub fn run(args: &ExplainArgs) -> Result<ExitCode, Failure> {
         body: request.body.as_deref(),
     };
     let mut scratch = Scratch::new();
-    let decision = loaded.compiled.decide(&view, &mut scratch);
+    // The machine's clock stands in for the gateway's.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let now = tollgate::time::Timestamp::from_nanos(now);
+    let decision = loaded.compiled.decide(&view, now, &mut scratch);
     let e = explanation(&decision, &scratch);
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&e).unwrap_or_default()),

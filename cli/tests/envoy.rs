@@ -230,7 +230,10 @@ fn non_loopback_admin_is_refused() {
 }
 
 #[test]
-fn disagreeing_control_services_need_backend_url() {
+/// One control-service cluster serves every service, so services naming different ones are
+/// refused by `check` as by `generate envoy`, with the same error naming where; an override
+/// (`--backend-url`) does not make the configuration consistent.
+fn disagreeing_control_services_fail_check_and_generate_alike() {
     let dir = TempDir::new("disagree");
     let file = dir.path("two.json");
     let service = |id: u32, endpoint: &str| {
@@ -251,12 +254,20 @@ fn disagreeing_control_services_need_backend_url() {
         service(2, "https://backend.example.com"),
     ]});
     std::fs::write(&file, doc.to_string()).unwrap();
-    let out = generate(&file, &FIXED);
-    assert_eq!(out.status.code(), Some(64));
-    assert!(stderr(&out).contains("--backend-url"), "{}", stderr(&out));
-    let mut args = FIXED.to_vec();
-    args.extend(["--backend-url", "http://127.0.0.1:3001"]);
-    generate_ok(&file, &args);
+    let error = "error: services[1].proxy.backend.endpoint: the control service \
+                 https://backend.example.com is not the one services[0].proxy.backend.endpoint \
+                 names (https://su1.3scale.net): one control-service cluster serves every service";
+    let checked = tollgate(["check".as_ref(), "-c".as_ref(), file.as_os_str()]);
+    assert_eq!(checked.status.code(), Some(64));
+    assert_eq!(stdout(&checked).lines().next(), Some(error));
+    let mut with_override = FIXED.to_vec();
+    with_override.extend(["--backend-url", "http://127.0.0.1:3001"]);
+    for args in [&FIXED[..], &with_override] {
+        let out = generate(&file, args);
+        assert_eq!(out.status.code(), Some(64));
+        assert_eq!(stderr(&out).lines().next(), Some(error), "{args:?}");
+        assert!(stdout(&out).is_empty());
+    }
 }
 
 #[test]

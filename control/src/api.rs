@@ -20,7 +20,7 @@ use crate::data::Data;
 use crate::periods::format_time;
 use crate::store::Store;
 use crate::transactor::{self, Answer, Endpoint};
-use crate::{state, xml, Clock, MAX_BODY, REQUEST_LOG_LEN};
+use crate::{state, xml, Clock, ControlError, MAX_BODY, REQUEST_LOG_LEN};
 
 #[derive(Serialize, Clone)]
 struct Logged {
@@ -50,7 +50,7 @@ impl Shared {
         data: Data,
         state_file: Option<PathBuf>,
         clock: Clock,
-    ) -> anyhow::Result<Arc<Shared>> {
+    ) -> Result<Arc<Shared>, ControlError> {
         let mut store = Store::default();
         if let Some(path) = &state_file {
             state::load(path, &data, &mut store)?;
@@ -66,7 +66,10 @@ impl Shared {
         if let Some(path) = state_file {
             // Write once at start so a bad path shows up now, not after the first request.
             state::write_atomic(&path, &state::snapshot(&shared.data, &lock(&shared.store)))
-                .map_err(|e| anyhow::anyhow!("writing state file {}: {e}", path.display()))?;
+                .map_err(|source| ControlError::WriteState {
+                    path: path.clone(),
+                    source,
+                })?;
             let (tx, rx) = sync_channel(1);
             let weak = Arc::downgrade(&shared);
             let handle = std::thread::Builder::new()

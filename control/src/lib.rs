@@ -65,6 +65,33 @@ pub fn load_data(yaml: &str) -> Result<Data, DataError> {
     Data::from_yaml(yaml)
 }
 
+/// Why the control service could not start or serve. The data and state files are the
+/// operator's configuration; the rest is the machine (a port in use, no threads left).
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The data file is not valid.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    #[error("reading state file {}: {source}", path.display())]
+    ReadState {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state file {} is not valid: {source}", path.display())]
+    InvalidState {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("writing state file {}: {source}", path.display())]
+    WriteState {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Listening, the runtime, a thread: the environment, not the input.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
 /// A control service running on its own thread; dropping it stops the server, writes the state
 /// file (if any) and joins the thread.
 pub struct Running {
@@ -102,7 +129,7 @@ impl Drop for Running {
 }
 
 /// Starts the service on `127.0.0.1:0`; returns once it is listening.
-pub fn spawn(data_yaml: &str, state: Option<PathBuf>) -> anyhow::Result<Running> {
+pub fn spawn(data_yaml: &str, state: Option<PathBuf>) -> Result<Running, ControlError> {
     spawn_on(data_yaml, state, SocketAddr::from(([127, 0, 0, 1], 0)))
 }
 
@@ -111,7 +138,7 @@ pub fn spawn_on(
     data_yaml: &str,
     state: Option<PathBuf>,
     listen: SocketAddr,
-) -> anyhow::Result<Running> {
+) -> Result<Running, ControlError> {
     let data = load_data(data_yaml)?;
     let listener = std::net::TcpListener::bind(listen)?;
     listener.set_nonblocking(true)?;
@@ -129,12 +156,13 @@ pub fn spawn_on(
         .spawn(move || {
             runtime.block_on(async move {
                 let result = match tokio::net::TcpListener::from_std(listener) {
-                    Ok(l) => api::run(shared, l, async {
-                        let _ = stopped.await;
-                    })
-                    .await
-                    .map_err(anyhow::Error::from),
-                    Err(e) => Err(e.into()),
+                    Ok(l) => {
+                        api::run(shared, l, async {
+                            let _ = stopped.await;
+                        })
+                        .await
+                    }
+                    Err(e) => Err(e),
                 };
                 if let Err(e) = result {
                     eprintln!("tollgate control: {e}");
@@ -154,7 +182,7 @@ pub async fn serve(
     data: Data,
     listener: tokio::net::TcpListener,
     state: Option<PathBuf>,
-) -> anyhow::Result<()> {
+) -> Result<(), ControlError> {
     serve_until(data, listener, state, std::future::pending()).await
 }
 
@@ -164,7 +192,7 @@ pub async fn serve_until(
     listener: tokio::net::TcpListener,
     state: Option<PathBuf>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), ControlError> {
     let shared = api::Shared::new(data, state, Clock::default())?;
     api::run(shared, listener, shutdown).await?;
     Ok(())

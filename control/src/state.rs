@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::Data;
 use crate::periods::Period;
 use crate::store::{Counter, Key, Store};
+use crate::ControlError;
 
 #[derive(Serialize, Deserialize)]
 struct StateFile {
@@ -29,19 +30,22 @@ struct Entry {
 }
 
 /// Loads counters from `path` into `store`; a missing file is an empty state.
-pub fn load(path: &Path, data: &Data, store: &mut Store) -> anyhow::Result<()> {
+pub fn load(path: &Path, data: &Data, store: &mut Store) -> Result<(), ControlError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => {
-            return Err(anyhow::anyhow!(
-                "reading state file {}: {e}",
-                path.display()
-            ))
+        Err(source) => {
+            return Err(ControlError::ReadState {
+                path: path.to_owned(),
+                source,
+            })
         }
     };
-    let file: StateFile = serde_json::from_slice(&bytes)
-        .map_err(|e| anyhow::anyhow!("state file {} is not valid: {e}", path.display()))?;
+    let file: StateFile =
+        serde_json::from_slice(&bytes).map_err(|source| ControlError::InvalidState {
+            path: path.to_owned(),
+            source,
+        })?;
     for e in file.counters {
         let Some((si, svc)) = data
             .services

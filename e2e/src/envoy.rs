@@ -123,9 +123,15 @@ impl Drop for Envoy {
     }
 }
 
-/// Runs `envoy --mode validate` on a config; `Ok(log)` when Envoy accepts it, `Err(log)`
-/// when it refuses it.
-pub fn validate(config: &str) -> Result<std::result::Result<String, String>> {
+/// What `envoy --mode validate` said of a configuration, with its log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Validation {
+    Accepted(String),
+    Refused(String),
+}
+
+/// Runs `envoy --mode validate` on a config.
+pub fn validate(config: &str) -> Result<Validation> {
     let path = std::env::temp_dir().join(format!(
         "tollgate-validate-{}-{}.yaml",
         std::process::id(),
@@ -144,9 +150,9 @@ pub fn validate(config: &str) -> Result<std::result::Result<String, String>> {
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(if out.status.success() {
-        Ok(log)
+        Validation::Accepted(log)
     } else {
-        Err(log)
+        Validation::Refused(log)
     })
 }
 

@@ -95,7 +95,7 @@ impl Gateway {
         options.listen = SocketAddr::from(([127, 0, 0, 1], port));
         options.admin = SocketAddr::from(([127, 0, 0, 1], admin));
         options.backend_url = Some(format!("http://{control}"));
-        let bootstrap = render(&config, &options).map_err(anyhow::Error::msg)?;
+        let bootstrap = render(&config, &options)?;
         let envoy = Envoy::start(&bootstrap, admin)?;
         Ok(Self {
             envoy,

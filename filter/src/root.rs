@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 
-use tollgate::runtime::Gateway;
+use tollgate::runtime::Runtime;
 use tollgate::Severity;
 
 use crate::effects::{log, OutcomeCounters};
@@ -12,7 +12,7 @@ use crate::host::{self, Buffer, LogLevel};
 
 /// What every request of a configuration shares.
 pub struct Configured {
-    pub gateway: Gateway,
+    pub runtime: Runtime,
     pub counters: OutcomeCounters,
 }
 
@@ -65,10 +65,10 @@ impl Root {
                 None
             }
         };
-        let services = model.services.len();
-        let gateway = Gateway::new(model, node.as_deref());
+        let services = model.services().len();
+        let runtime = Runtime::new(model, node.as_deref());
         self.configured = Some(Rc::new(Configured {
-            gateway,
+            runtime,
             counters: OutcomeCounters::define(),
         }));
         log(LogLevel::Info, &format!("configured {services} services"));

@@ -163,25 +163,25 @@ impl Stream {
         let Some(configured) = self.configured.clone() else {
             return CONTINUE;
         };
-        let gateway = &configured.gateway;
+        let runtime = &configured.runtime;
         let fx = effects(&configured);
         for _ in 0..MAX_STEPS {
             let action = match event {
                 Event::Headers(headers, end) => {
                     self.flow
-                        .on_request_headers(gateway, &mut shared.workspace, headers, end, fx)
+                        .on_request_headers(runtime, &mut shared.workspace, headers, end, fx)
                 }
                 Event::Body { buffered, end } => {
                     self.flow
-                        .on_request_body(gateway, &mut shared.workspace, buffered, end, fx)
+                        .on_request_body(runtime, &mut shared.workspace, buffered, end, fx)
                 }
                 Event::Trailers => self.flow.on_request_trailers(),
                 Event::BodyRead(body) => {
                     self.flow
-                        .on_body(gateway, &mut shared.workspace, body.as_deref(), fx)
+                        .on_body(runtime, &mut shared.workspace, body.as_deref(), fx)
                 }
-                Event::CallAnswer(answer) => self.flow.on_call_answer(gateway, answer.as_ref(), fx),
-                Event::CallFailed => self.flow.on_call_failed(gateway, fx),
+                Event::CallAnswer(answer) => self.flow.on_call_answer(runtime, answer.as_ref(), fx),
+                Event::CallFailed => self.flow.on_call_failed(runtime, fx),
             };
             event = match action {
                 Action::Continue => return CONTINUE,

@@ -36,7 +36,7 @@ fn escapes_well_formed(s: &[u8]) -> bool {
 
 fn check(compiled: &Compiled, req: &RequestView<'_>, scratch: &mut Scratch, out: &mut String) {
     let _ = compiled.wants_body(req.method, req.authority, req.headers);
-    let decision = compiled.decide(req, scratch);
+    let decision = compiled.decide(req, tollgate::time::Timestamp::default(), scratch);
     let response = decision.response();
     match decision.verdict {
         Verdict::Authorize => {
@@ -74,7 +74,7 @@ fn check(compiled: &Compiled, req: &RequestView<'_>, scratch: &mut Scratch, out:
                 DenyReason::UriTooLong => {
                     assert_eq!(r.status, 414);
                     let line = tollgate::decision::request_line_len(req.method, req.target);
-                    assert!(line > compiled.request_line_max_bytes);
+                    assert!(line > compiled.request_line_max_bytes());
                 }
                 DenyReason::UnknownService => assert_eq!(r.status, 404),
                 DenyReason::AuthMissing => assert!(decision.credentials.is_none()),
@@ -99,7 +99,7 @@ fn check(compiled: &Compiled, req: &RequestView<'_>, scratch: &mut Scratch, out:
     if let Some(service) = decision.service {
         for &id in scratch.matched_rules() {
             assert!(
-                (id as usize) < service.rules.len(),
+                id.as_usize() < service.rules().len(),
                 "rule id {id} out of range"
             );
         }
@@ -109,7 +109,7 @@ fn check(compiled: &Compiled, req: &RequestView<'_>, scratch: &mut Scratch, out:
         for &(metric, total) in scratch.usage() {
             assert!(total > 0, "usage {total} for metric {metric}");
             assert!(
-                (metric as usize) < service.metrics.len(),
+                metric.as_usize() < service.metrics().len(),
                 "metric {metric} out of range"
             );
         }

@@ -18,6 +18,7 @@ use libfuzzer_sys::fuzz_target;
 use tollgate::args::RequestArgs;
 use tollgate::rules::pattern::{analyze, apicast_regex, PatternKind};
 use tollgate::rules::{Evaluated, MatchScratch, RuleInput, RuleSet};
+use tollgate::MetricIndex;
 use tollgate_fuzz::MatcherInput;
 
 thread_local! {
@@ -74,7 +75,7 @@ fuzz_target!(|bytes: &[u8]| {
             method: "GET".into(),
             pattern: pattern.clone(),
             analysis: analyze(pattern),
-            metric: i as u32,
+            metric: MetricIndex::new(i as u32),
             delta: 1,
             last: false,
             conditions: vec![],
@@ -104,7 +105,11 @@ fuzz_target!(|bytes: &[u8]| {
     );
 
     // Every rule has its own metric and delta 1: usage is the matched rules, in id order.
-    let usage: Vec<(u32, i64)> = scratch.matched.iter().map(|&i| (i, 1)).collect();
+    let usage: Vec<(MetricIndex, i64)> = scratch
+        .matched
+        .iter()
+        .map(|&i| (MetricIndex::new(i.get()), 1))
+        .collect();
     assert_eq!(
         scratch.usage, usage,
         "usage does not follow the matched rules"
@@ -142,7 +147,7 @@ fuzz_target!(|bytes: &[u8]| {
     let got: Vec<u32> = scratch
         .matched
         .iter()
-        .copied()
+        .map(|i| i.get())
         .filter(|&i| compared(i as usize))
         .collect();
     let expected: Vec<u32> = compiled

@@ -12,7 +12,14 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::diagnostics::Diagnostics;
+use crate::diagnostics::{describe_json_error, Diagnostics};
+
+pub mod location;
+
+pub use location::{
+    CredentialName, ErrorField, ErrorKind, FilterConfigPaths, Loc, RuleField, ServiceField,
+    SourcePaths,
+};
 
 mod reader;
 
@@ -305,7 +312,7 @@ impl FilterConfig {
         let value: serde_json::Value = match serde_json::from_slice(bytes) {
             Ok(v) => v,
             Err(e) => {
-                diags.error("", crate::threescale::describe_json_error(&e));
+                diags.error("", describe_json_error(&e));
                 return None;
             }
         };

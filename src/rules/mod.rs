@@ -20,6 +20,7 @@ pub mod trie;
 use hashbrown::HashMap;
 
 use crate::args::{ArgValue, FormArgs, RequestArgs};
+use crate::index::{MetricIndex, RuleIndex};
 use pattern::{Analysis, PatternKind, Token};
 use query::QueryCondition;
 use trie::{Trie, TrieBuilder, WalkLimits, WalkScratch, WalkWork, Walked};
@@ -33,7 +34,7 @@ pub struct RuleInput {
     pub method: String,
     pub pattern: String,
     pub analysis: Analysis,
-    pub metric: u32,
+    pub metric: MetricIndex,
     pub delta: i64,
     pub last: bool,
     pub conditions: Vec<QueryCondition>,
@@ -44,7 +45,7 @@ pub struct RuleInput {
 #[derive(Debug, Clone)]
 struct Rule {
     delta: i64,
-    metric: u32,
+    metric: MetricIndex,
     conditions_start: u32,
     conditions_len: u32,
     last: bool,
@@ -71,6 +72,14 @@ struct CompiledRegex {
 pub struct Uncompilable {
     pub rule: usize,
     pub reason: String,
+}
+
+/// The regex engine refused a pattern's regex: its own message, on one line. The
+/// configuration's fault, reported as a warning (the rule never matches, as in APIcast).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RegexRejected {
+    message: String,
 }
 
 /// A rule that makes the configuration unacceptable (a limit, a pattern nested too deep).
@@ -174,9 +183,9 @@ pub struct MatchScratch {
     args: ArgTable,
     regex_units: u64,
     /// Rules that matched, in evaluation order (up to and including a matching `last` rule).
-    pub matched: Vec<u32>,
-    /// `(metric id, total)` for totals > 0, sorted by metric id.
-    pub usage: Vec<(u32, i64)>,
+    pub matched: Vec<RuleIndex>,
+    /// `(metric, total)` for totals > 0, sorted by metric.
+    pub usage: Vec<(MetricIndex, i64)>,
 }
 
 impl MatchScratch {
@@ -207,10 +216,11 @@ impl MatchScratch {
     /// Gives back memory beyond about `retain` bytes per buffer.
     pub fn trim(&mut self, retain: usize) {
         self.walk.trim(retain);
-        for v in [&mut self.candidates, &mut self.matched] {
-            if 4 * v.capacity() > retain {
-                *v = Vec::new();
-            }
+        if 4 * self.candidates.capacity() > retain {
+            self.candidates = Vec::new();
+        }
+        if 4 * self.matched.capacity() > retain {
+            self.matched = Vec::new();
         }
         if 16 * self.usage.capacity() > retain {
             self.usage = Vec::new();
@@ -534,8 +544,8 @@ impl RuleSet {
     }
 
     /// The pattern of rule `id`, as configured.
-    pub fn pattern(&self, id: u32) -> &str {
-        self.patterns.get(id as usize).map_or("", |p| p)
+    pub fn pattern(&self, id: RuleIndex) -> &str {
+        self.patterns.get(id.as_usize()).map_or("", |p| p)
     }
 
     /// Evaluates the rules for one request within [`MatchLimits::DEFAULT`]: fills
@@ -665,7 +675,7 @@ impl RuleSet {
                     continue;
                 }
             }
-            matched.push(id);
+            matched.push(RuleIndex::new(id));
             usage.push((rule.metric, rule.delta));
             if rule.last {
                 break;
@@ -692,7 +702,7 @@ const ANY_COPY_MIN_NODES: usize = 64 * 1024;
 
 /// A regex source seen while compiling: its compiled regex (or why it does not compile), and
 /// its gate `(root, gate)` under each root that has one.
-type SeenRegex = (Result<u32, String>, Vec<(u32, u32)>);
+type SeenRegex = (Result<u32, RegexRejected>, Vec<(u32, u32)>);
 
 /// Puts patterns into the trie: plain ones as tokens, regex ones as a gate on their literal
 /// prefix, each distinct regex compiled once.
@@ -784,7 +794,7 @@ impl<'i> PatternCompiler<'i> {
                 if self.first_pass {
                     self.uncompilable.push(Uncompilable {
                         rule: index,
-                        reason,
+                        reason: reason.to_string(),
                     });
                 }
                 None
@@ -792,7 +802,7 @@ impl<'i> PatternCompiler<'i> {
         }
     }
 
-    fn compile_regex(&mut self, source: &str) -> Result<u32, String> {
+    fn compile_regex(&mut self, source: &str) -> Result<u32, RegexRejected> {
         match regex_lite::RegexBuilder::new(source)
             .nest_limit(pattern::REGEX_NEST_LIMIT)
             .build()
@@ -805,7 +815,9 @@ impl<'i> PatternCompiler<'i> {
                 });
                 Ok(r)
             }
-            Err(e) => Err(first_line(&e.to_string())),
+            Err(e) => Err(RegexRejected {
+                message: first_line(&e.to_string()),
+            }),
         }
     }
 }

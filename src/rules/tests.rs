@@ -5,6 +5,7 @@ use super::pattern::analyze;
 use super::query::QueryCondition;
 use super::*;
 use crate::args::RequestArgs;
+use crate::index::MetricIndex;
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -51,7 +52,7 @@ fn set(rules: Vec<R<'_>>) -> RuleSet {
             method: r.method.into(),
             pattern: r.pattern.into(),
             analysis: analyze(r.pattern),
-            metric: r.metric,
+            metric: MetricIndex::new(r.metric),
             delta: r.delta,
             last: r.last,
             conditions: r
@@ -84,7 +85,10 @@ fn run_with_body(
         body: body.map(str::as_bytes),
     };
     set.evaluate(method.as_bytes(), path.as_bytes(), &args, &mut scratch);
-    (scratch.matched.clone(), scratch.usage.clone())
+    (
+        scratch.matched.iter().map(|r| r.get()).collect(),
+        scratch.usage.iter().map(|&(m, t)| (m.get(), t)).collect(),
+    )
 }
 
 fn matches_one(
@@ -351,7 +355,7 @@ fn uncompilable_patterns_never_match() {
         method: "GET".into(),
         pattern: r"/abc\{d\}".into(),
         analysis: analyze(r"/abc\{d\}"),
-        metric: 0,
+        metric: MetricIndex::new(0),
         delta: 1,
         last: false,
         conditions: vec![],
@@ -390,7 +394,7 @@ fn any_rules_are_copied_only_within_the_node_limit() {
                 method: method.into(),
                 pattern: pattern.into(),
                 analysis: analyze(pattern),
-                metric: 0,
+                metric: MetricIndex::new(0),
                 delta: 1,
                 last: false,
                 conditions: vec![],

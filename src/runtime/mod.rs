@@ -22,10 +22,11 @@ use std::mem;
 
 use crate::backend::answer::{self, AnswerHeaders, ControlAnswer};
 use crate::backend::{OPTIONS_HEADER, OPTIONS_VALUE};
-use crate::compile::Compiled;
 use crate::credentials::Credentials;
-use crate::decision::{Outcome, Scratch, Verdict};
 use crate::forward::{DEBUG_HEADER, SECRET_TOKEN_HEADER};
+use crate::index::{MetricIndex, RuleIndex, ServiceIndex};
+use crate::model::decision::{Outcome, Scratch, Verdict};
+use crate::model::Compiled;
 use crate::pairs::{self, HeaderMap};
 use crate::request::RequestView;
 
@@ -37,19 +38,19 @@ pub const DEFAULT_NODE_NAME: &str = "tollgate";
 /// The compiled configuration and what a binding learns about its host once, at configure
 /// time: everything requests share.
 #[derive(Debug)]
-pub struct Gateway {
+pub struct Runtime {
     model: Compiled,
     node_name: Box<str>,
 }
 
-impl Gateway {
+impl Runtime {
     /// `node_name` is the host's name for this gateway (Envoy's node id), if it has one.
     pub fn new(model: Compiled, node_name: Option<&[u8]>) -> Self {
         let node_name = match node_name {
             Some(n) if !n.is_empty() => String::from_utf8_lossy(n).into(),
             _ => DEFAULT_NODE_NAME.into(),
         };
-        Gateway { model, node_name }
+        Runtime { model, node_name }
     }
 
     pub fn model(&self) -> &Compiled {
@@ -201,7 +202,7 @@ enum State {
 /// What an authorization keeps while the control service answers.
 #[derive(Debug)]
 struct Pending {
-    service: usize,
+    service: ServiceIndex,
     /// Only for a client that asked for the debug headers.
     debug: Option<Box<DebugCapture>>,
 }
@@ -209,8 +210,8 @@ struct Pending {
 #[derive(Debug)]
 struct DebugCapture {
     credentials: Credentials<'static>,
-    matched: Vec<u32>,
-    usage: Vec<(u32, i64)>,
+    matched: Vec<RuleIndex>,
+    usage: Vec<(MetricIndex, i64)>,
 }
 
 /// The gateway's side of one request.
@@ -240,7 +241,7 @@ impl RequestFlow {
     /// The request headers arrived. `end_of_stream`: no body follows.
     pub fn on_request_headers<'a>(
         &mut self,
-        gateway: &'a Gateway,
+        runtime: &'a Runtime,
         workspace: &'a mut Workspace,
         headers: HeaderMap,
         end_of_stream: bool,
@@ -249,7 +250,7 @@ impl RequestFlow {
         if !matches!(self.state, State::Start) {
             return Action::Continue;
         }
-        let model = &gateway.model;
+        let model = &runtime.model;
         let known = Known::find(&headers);
         // APIcast reads no body larger than its buffer, so a request announcing one is
         // decided at once.
@@ -257,19 +258,19 @@ impl RequestFlow {
             .content_length
             .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|v| v.trim().parse::<usize>().ok())
-            .is_some_and(|n| n > model.request_body_max_bytes);
+            .is_some_and(|n| n > model.request_body_max_bytes());
         if !end_of_stream && !too_large && model.wants_body(known.method, known.authority, &headers)
         {
             self.state = State::WaitingForBody(headers);
             return Action::Pause;
         }
-        self.decide(gateway, workspace, &headers, &known, None, effects)
+        self.decide(runtime, workspace, &headers, &known, None, effects)
     }
 
     /// Body data arrived: `buffered` bytes so far.
     pub fn on_request_body<'a>(
         &mut self,
-        gateway: &'a Gateway,
+        runtime: &'a Runtime,
         workspace: &'a mut Workspace,
         buffered: usize,
         end_of_stream: bool,
@@ -279,9 +280,9 @@ impl RequestFlow {
             // The answer decides; letting this phase go on would send the request upstream
             // before it.
             State::Calling(_) => Action::Pause,
-            State::WaitingForBody(_) if buffered > gateway.model.request_body_max_bytes => {
+            State::WaitingForBody(_) if buffered > runtime.model.request_body_max_bytes() => {
                 // APIcast ignores a body larger than its buffer.
-                self.decide_held(gateway, workspace, None, effects)
+                self.decide_held(runtime, workspace, None, effects)
             }
             State::WaitingForBody(_) if end_of_stream => Action::ReadBody,
             State::WaitingForBody(_) => Action::Pause,
@@ -302,13 +303,13 @@ impl RequestFlow {
     /// (the request is then decided without it, as APIcast does without a body).
     pub fn on_body<'a>(
         &mut self,
-        gateway: &'a Gateway,
+        runtime: &'a Runtime,
         workspace: &'a mut Workspace,
         body: Option<&[u8]>,
         effects: Effects<'_>,
     ) -> Action<'a> {
         match self.state {
-            State::WaitingForBody(_) => self.decide_held(gateway, workspace, body, effects),
+            State::WaitingForBody(_) => self.decide_held(runtime, workspace, body, effects),
             State::Calling(_) => Action::Pause,
             State::Start | State::Done => Action::Continue,
         }
@@ -318,7 +319,7 @@ impl RequestFlow {
     /// answer).
     pub fn on_call_answer<'a>(
         &mut self,
-        gateway: &'a Gateway,
+        runtime: &'a Runtime,
         answer: Option<&HeaderMap>,
         effects: Effects<'_>,
     ) -> Action<'a> {
@@ -337,15 +338,15 @@ impl RequestFlow {
             ),
             None => ControlAnswer::Unavailable,
         };
-        self.settle(gateway, pending, interpreted, status, effects)
+        self.settle(runtime, pending, interpreted, status, effects)
     }
 
     /// The call could not be sent (the host refused it: an unknown cluster, say).
-    pub fn on_call_failed<'a>(&mut self, gateway: &'a Gateway, effects: Effects<'_>) -> Action<'a> {
+    pub fn on_call_failed<'a>(&mut self, runtime: &'a Runtime, effects: Effects<'_>) -> Action<'a> {
         let State::Calling(pending) = mem::replace(&mut self.state, State::Done) else {
             return Action::Continue;
         };
-        self.settle(gateway, pending, ControlAnswer::Unavailable, None, effects)
+        self.settle(runtime, pending, ControlAnswer::Unavailable, None, effects)
     }
 
     /// The response headers are on their way to the client: these are added to them.
@@ -361,7 +362,7 @@ impl RequestFlow {
 
     fn decide_held<'a>(
         &mut self,
-        gateway: &'a Gateway,
+        runtime: &'a Runtime,
         workspace: &'a mut Workspace,
         body: Option<&[u8]>,
         effects: Effects<'_>,
@@ -370,12 +371,12 @@ impl RequestFlow {
             return Action::Continue;
         };
         let known = Known::find(&headers);
-        self.decide(gateway, workspace, &headers, &known, body, effects)
+        self.decide(runtime, workspace, &headers, &known, body, effects)
     }
 
     fn decide<'a>(
         &mut self,
-        gateway: &'a Gateway,
+        runtime: &'a Runtime,
         workspace: &'a mut Workspace,
         headers: &HeaderMap,
         known: &Known<'_>,
@@ -383,7 +384,7 @@ impl RequestFlow {
         effects: Effects<'_>,
     ) -> Action<'a> {
         self.state = State::Done;
-        let model = &gateway.model;
+        let model = &runtime.model;
         let view = RequestView {
             method: known.method,
             authority: known.authority,
@@ -395,7 +396,7 @@ impl RequestFlow {
             decision: scratch,
             call_path,
         } = workspace;
-        let decision = model.decide(&view, scratch);
+        let decision = model.decide(&view, effects.clock.now(), scratch);
         match decision.verdict {
             Verdict::Deny(reason) => {
                 effects.counters.increment(reason.outcome());
@@ -432,14 +433,14 @@ impl RequestFlow {
                         })
                     });
                 self.state = State::Calling(Pending {
-                    service: service.index,
+                    service: service.index(),
                     debug,
                 });
                 Action::Call(ControlCall {
-                    cluster: &model.control_cluster,
-                    authority: &service.control_authority,
+                    cluster: model.control_cluster(),
+                    authority: service.control_authority(),
                     path: call_path,
-                    timeout_ms: model.control_timeout_ms,
+                    timeout_ms: model.control_timeout_ms(),
                 })
             }
         }
@@ -447,13 +448,13 @@ impl RequestFlow {
 
     fn settle<'a>(
         &mut self,
-        gateway: &'a Gateway,
+        runtime: &'a Runtime,
         pending: Pending,
         answer: ControlAnswer,
         status: Option<u16>,
         effects: Effects<'_>,
     ) -> Action<'a> {
-        let Some(service) = gateway.model.services.get(pending.service) else {
+        let Some(service) = runtime.model.service(pending.service) else {
             return Action::Reply(LocalReply::INTERNAL_ERROR);
         };
         let (outcome, reply) = service.reply_for(answer);
@@ -464,14 +465,14 @@ impl RequestFlow {
                     Level::Warn,
                     format_args!(
                         "control service unavailable for service {} (status {s})",
-                        service.id
+                        service.id()
                     ),
                 ),
                 None => effects.log.log(
                     Level::Warn,
                     format_args!(
                         "control service unavailable for service {} (no answer)",
-                        service.id
+                        service.id()
                     ),
                 ),
             }
@@ -489,7 +490,7 @@ impl RequestFlow {
                 &debug.credentials,
                 &debug.matched,
                 &debug.usage,
-                &gateway.node_name,
+                &runtime.node_name,
             );
         }
         Action::Forward(UpstreamEdits {

@@ -10,7 +10,7 @@ use crate::load;
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-fn gateway(proxy_extra: Value, node: Option<&[u8]>) -> Gateway {
+fn runtime(proxy_extra: Value, node: Option<&[u8]>) -> Runtime {
     let mut proxy = json!({
         "api_backend": "http://127.0.0.1:8081",
         "hosts": ["api.example.com"],
@@ -35,7 +35,7 @@ fn gateway(proxy_extra: Value, node: Option<&[u8]>) -> Gateway {
     }]});
     let loaded = load(config.to_string().as_bytes());
     assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics);
-    Gateway::new(loaded.compiled.unwrap(), node)
+    Runtime::new(loaded.compiled.unwrap(), node)
 }
 
 fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
@@ -80,7 +80,7 @@ fn expected_call(path: &str) -> Action<'_> {
 
 #[test]
 fn an_authorized_request_goes_upstream_with_the_secret_token() {
-    let gw = gateway(json!({}), None);
+    let gw = runtime(json!({}), None);
     let host = FakeHost::default();
     let mut ws = Workspace::new();
     let mut flow = RequestFlow::new();
@@ -122,7 +122,7 @@ fn an_authorized_request_goes_upstream_with_the_secret_token() {
 
 #[test]
 fn local_denials_answer_with_the_service_errors_and_are_counted() {
-    let gw = gateway(
+    let gw = runtime(
         json!({"error_no_match": "no rule", "error_status_no_match": 404}),
         None,
     );
@@ -174,7 +174,7 @@ fn local_denials_answer_with_the_service_errors_and_are_counted() {
 
 #[test]
 fn control_service_refusals_become_replies() {
-    let gw = gateway(
+    let gw = runtime(
         json!({"error_limits_exceeded": "slow down", "error_headers_limits_exceeded": "text/plain"}),
         None,
     );
@@ -253,7 +253,7 @@ fn control_service_refusals_become_replies() {
 
 #[test]
 fn a_call_the_host_cannot_send_is_an_unavailable_control_service() {
-    let gw = gateway(json!({}), None);
+    let gw = runtime(json!({}), None);
     let host = FakeHost::default();
     let mut ws = Workspace::new();
     let mut flow = RequestFlow::new();
@@ -270,7 +270,7 @@ fn a_call_the_host_cannot_send_is_an_unavailable_control_service() {
 
 #[test]
 fn body_credentials_hold_the_request_until_the_body_ends() {
-    let gw = gateway(json!({}), None);
+    let gw = runtime(json!({}), None);
     let host = FakeHost::default();
     let mut ws = Workspace::new();
     let mut flow = RequestFlow::new();
@@ -306,7 +306,7 @@ fn body_credentials_hold_the_request_until_the_body_ends() {
 
 #[test]
 fn trailers_end_a_held_body() {
-    let gw = gateway(json!({}), None);
+    let gw = runtime(json!({}), None);
     let host = FakeHost::default();
     let mut ws = Workspace::new();
     let mut flow = RequestFlow::new();
@@ -331,7 +331,7 @@ fn trailers_end_a_held_body() {
 
 #[test]
 fn bodies_over_the_limit_are_never_waited_for() {
-    let gw = gateway(json!({}), None);
+    let gw = runtime(json!({}), None);
     let host = FakeHost::default();
     let mut ws = Workspace::new();
     // Announced too large: decided at the headers, without the body.
@@ -378,7 +378,7 @@ fn bodies_over_the_limit_are_never_waited_for() {
 
 #[test]
 fn an_answer_after_the_stream_ended_is_ignored() {
-    let gw = gateway(json!({}), None);
+    let gw = runtime(json!({}), None);
     let host = FakeHost::default();
     let mut ws = Workspace::new();
     let mut flow = RequestFlow::new();
@@ -394,7 +394,7 @@ fn an_answer_after_the_stream_ended_is_ignored() {
 
 #[test]
 fn the_debug_headers_need_the_service_token() {
-    let gw = gateway(json!({}), Some(b"edge-1"));
+    let gw = runtime(json!({}), Some(b"edge-1"));
     let host = FakeHost::default();
     let mut ws = Workspace::new();
     let ok = headers(&[(":status", "200")]);
@@ -431,9 +431,9 @@ fn the_debug_headers_need_the_service_token() {
 
 #[test]
 fn the_node_name_defaults_to_tollgate() {
-    assert_eq!(gateway(json!({}), None).node_name(), "tollgate");
-    assert_eq!(gateway(json!({}), Some(b"")).node_name(), "tollgate");
-    assert_eq!(gateway(json!({}), Some(b"n\xff")).node_name(), "n\u{fffd}");
+    assert_eq!(runtime(json!({}), None).node_name(), "tollgate");
+    assert_eq!(runtime(json!({}), Some(b"")).node_name(), "tollgate");
+    assert_eq!(runtime(json!({}), Some(b"n\xff")).node_name(), "n\u{fffd}");
 }
 
 #[test]

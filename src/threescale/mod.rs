@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::compile::{
+use crate::config::location::{
     CredentialName, ErrorField, ErrorKind, Loc, RuleField, ServiceField, SourcePaths,
 };
 use crate::config::{
@@ -124,20 +124,6 @@ pub struct Translation {
     pub paths: ThreescalePaths,
     /// No structural error was found.
     pub complete: bool,
-}
-
-/// Describes a JSON error with its line and column.
-pub fn describe_json_error(e: &serde_json::Error) -> String {
-    let message = e.to_string();
-    let message = match message.rfind(" at line ") {
-        Some(i) => message.get(..i).unwrap_or(&message).to_owned(),
-        None => message,
-    };
-    format!(
-        "malformed JSON at line {}, column {}: {message}",
-        e.line(),
-        e.column()
-    )
 }
 
 fn kind_of(v: &Value) -> &'static str {

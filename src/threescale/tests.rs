@@ -69,6 +69,8 @@ fn unknown_fields_are_ignored_everywhere() {
     s["proxiable?"] = json!(true);
     s["proxy"]["endpoint"] = json!("https://api.example.com:443");
     s["proxy"]["something_new"] = json!({"nested": [1, 2]});
+    // Known, and stated so that nothing is left to warn about.
+    s["proxy"]["backend"] = json!({"endpoint": "https://su1.3scale.net"});
     s["proxy"]["proxy_rules"][0]["id"] = json!(375837);
     s["proxy"]["proxy_rules"][0]["position"] = json!(1);
     s["proxy"]["proxy_rules"][0]["owner_type"] = json!("Proxy");
@@ -404,14 +406,17 @@ fn duplicate_hosts_warn_and_the_first_service_wins() {
     );
     let compiled = loaded.compiled.unwrap();
     assert_eq!(
-        &*compiled
+        compiled
             .service_for_authority(b"api.example.com")
             .unwrap()
-            .id,
+            .id(),
         "42"
     );
     assert_eq!(
-        &*compiled.service_for_authority(b"other.example").unwrap().id,
+        compiled
+            .service_for_authority(b"other.example")
+            .unwrap()
+            .id(),
         "43"
     );
 }

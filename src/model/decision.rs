@@ -4,15 +4,14 @@
 
 use std::fmt;
 
-use crate::args::RequestArgs;
-use crate::backend::answer::ControlAnswer;
-use crate::backend::{self, AuthrepRequest};
-use crate::compile::{Compiled, ErrorKind, Service};
+use crate::config::location::ErrorKind;
 use crate::config::DEFAULT_ERROR_CONTENT_TYPE;
-use crate::credentials::{Credentials, Sources};
-use crate::path::{self, BadPath, PathBuffers};
-use crate::request::{any_header_contains, RequestView};
-use crate::rules::{Evaluated, MatchScratch};
+use crate::credentials::Credentials;
+use crate::index::{MetricIndex, RuleIndex};
+use crate::path::{BadPath, PathBuffers};
+use crate::rules::MatchScratch;
+
+use super::Service;
 
 /// Why a request is answered without asking the control service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,8 +210,8 @@ fn plain(status: u16) -> Response<'static> {
 /// [`SCRATCH_RETAIN_BYTES`] per buffer, so a worker keeps little after an oversized request.
 #[derive(Debug, Default, Clone)]
 pub struct Scratch {
-    path: PathBuffers,
-    rules: MatchScratch,
+    pub(super) path: PathBuffers,
+    pub(super) rules: MatchScratch,
 }
 
 /// What a [`Scratch`] keeps per buffer between decisions.
@@ -230,7 +229,7 @@ impl Scratch {
 
     /// Gives back what an unusually large previous decision grew (a long path, a walk that
     /// built DFA states or stepped many positions); cheap to check otherwise.
-    fn trim_after_large_decision(&mut self) {
+    pub(super) fn trim_after_large_decision(&mut self) {
         if self.path.capacity_bytes() > 2 * SCRATCH_RETAIN_BYTES
             || self.rules.may_hold_more_than(SCRATCH_RETAIN_BYTES)
         {
@@ -254,154 +253,13 @@ impl Scratch {
         self.path.matched()
     }
 
-    /// Ids of the rules that matched, in evaluation order.
-    pub fn matched_rules(&self) -> &[u32] {
+    /// The rules that matched, in evaluation order.
+    pub fn matched_rules(&self) -> &[RuleIndex] {
         &self.rules.matched
     }
 
-    /// `(metric id, total)`, totals > 0, in metric-name order.
-    pub fn usage(&self) -> &[(u32, i64)] {
+    /// `(metric, total)`, totals > 0, in metric-name order.
+    pub fn usage(&self) -> &[(MetricIndex, i64)] {
         &self.rules.usage
-    }
-}
-
-const METHODS_WITH_BODY: [&[u8]; 3] = [b"POST", b"PUT", b"PATCH"];
-const URLENCODED: &[u8] = b"application/x-www-form-urlencoded";
-
-impl Compiled {
-    /// Decides one request. `scratch` receives the normalised path, matched rules and usage.
-    pub fn decide<'c, 'r>(
-        &'c self,
-        req: &RequestView<'r>,
-        scratch: &mut Scratch,
-    ) -> Decision<'c, 'r> {
-        scratch.rules.matched.clear();
-        scratch.rules.usage.clear();
-        scratch.trim_after_large_decision();
-        let deny = |service, credentials, reason| Decision {
-            service,
-            credentials,
-            verdict: Verdict::Deny(reason),
-        };
-        if request_line_len(req.method, req.target) > self.request_line_max_bytes {
-            scratch.path.clear();
-            return deny(None, None, DenyReason::UriTooLong);
-        }
-        let matched_path = match path::normalize(req.target, &mut scratch.path) {
-            Ok(p) => p,
-            Err(why) => return deny(None, None, DenyReason::BadRequest(why)),
-        };
-        let Some(service) = self.service_for_authority(req.authority) else {
-            return deny(None, None, DenyReason::UnknownService);
-        };
-        let args = RequestArgs {
-            query: path::raw_query(req.target),
-            body: self.body_args(req),
-        };
-        let credentials = service.credentials.extract(Sources {
-            headers: req.headers,
-            query: args.query,
-            body: args.body,
-        });
-        let Some(credentials) = credentials else {
-            return deny(Some(service), None, DenyReason::AuthMissing);
-        };
-        let evaluated = service
-            .rules
-            .evaluate(req.method, matched_path, &args, &mut scratch.rules);
-        if evaluated == Evaluated::Exhausted {
-            return deny(Some(service), Some(credentials), DenyReason::MatchLimit);
-        }
-        if scratch.rules.usage.is_empty() {
-            return deny(Some(service), Some(credentials), DenyReason::NoMatch);
-        }
-        Decision {
-            service: Some(service),
-            credentials: Some(credentials),
-            verdict: Verdict::Authorize,
-        }
-    }
-
-    /// Whether the request's body can change the decision, so a proxy should wait for it:
-    /// POST, PUT or PATCH with an urlencoded `Content-Type`, to a service that reads
-    /// credentials from the query (the body is their fallback) or has query conditions.
-    pub fn wants_body(
-        &self,
-        method: &[u8],
-        authority: &[u8],
-        headers: &dyn crate::Headers,
-    ) -> bool {
-        if self.request_body_max_bytes == 0 || !METHODS_WITH_BODY.contains(&method) {
-            return false;
-        }
-        let Some(service) = self.service_for_authority(authority) else {
-            return false;
-        };
-        (service.credentials.reads_body() || service.rules.has_conditions())
-            && any_header_contains(headers, b"content-type", URLENCODED)
-    }
-
-    /// The urlencoded body, when APIcast would read its arguments: POST, PUT or PATCH with a
-    /// `Content-Type` containing `application/x-www-form-urlencoded`, and not larger than the
-    /// configured buffer (APIcast ignores a body it had to spool to disk).
-    fn body_args<'r>(&self, req: &RequestView<'r>) -> Option<&'r [u8]> {
-        let body = req.body?;
-        if body.len() > self.request_body_max_bytes || !METHODS_WITH_BODY.contains(&req.method) {
-            return None;
-        }
-        any_header_contains(req.headers, b"content-type", URLENCODED).then_some(body)
-    }
-}
-
-impl Service {
-    /// What the client gets once the control service has answered: `None` lets the request
-    /// through; otherwise the service's error, with `Retry-After` for exceeded limits. An
-    /// unavailable control service is an auth failure for now (caching modes come later).
-    pub fn reply_for(&self, answer: ControlAnswer) -> (Outcome, Option<Reply<'_>>) {
-        let (outcome, kind, retry_after) = match answer {
-            ControlAnswer::Authorized => return (Outcome::Authorized, None),
-            ControlAnswer::LimitsExceeded { retry_after } => (
-                Outcome::LimitsExceeded,
-                ErrorKind::LimitsExceeded,
-                retry_after,
-            ),
-            ControlAnswer::Denied => (Outcome::AuthFailed, ErrorKind::AuthFailed, None),
-            ControlAnswer::Unavailable => {
-                (Outcome::ControlServiceError, ErrorKind::AuthFailed, None)
-            }
-        };
-        let e = self.error(kind);
-        let reply = Reply {
-            response: Response {
-                status: e.status,
-                content_type: &e.content_type,
-                body: &e.body,
-            },
-            retry_after,
-        };
-        (outcome, Some(reply))
-    }
-
-    /// Appends the authrep call's path and query for this request to `out`.
-    pub fn write_authrep(
-        &self,
-        credentials: &Credentials<'_>,
-        usage: &[(u32, i64)],
-        out: &mut String,
-    ) {
-        let mut pairs = usage.iter().filter_map(|&(m, delta)| {
-            self.metrics
-                .get(m as usize)
-                .map(|metric| (&*metric.usage_key, delta))
-        });
-        backend::write_authrep(
-            AuthrepRequest {
-                version: self.backend_version,
-                service_params: &self.service_params,
-                credentials,
-                usage: &mut pairs,
-            },
-            out,
-        );
     }
 }

@@ -1,4 +1,4 @@
-//! `FilterConfig` → [`Compiled`]: every semantic check, every precomputation, once.
+//! The compiler, `FilterConfig` → [`Compiled`]: every semantic check, every precomputation, once.
 //!
 //! Problems are reported against a [`Loc`] (a place in the model) and rendered through
 //! [`SourcePaths`] as a JSON path of whatever document the configuration came from, so a
@@ -6,264 +6,22 @@
 //! who gave us a FilterConfig reads `services[1].mapping_rules[4].pattern`.
 
 use crate::backend;
-use crate::config::{
-    BackendVersion, ControlServiceAuthKind, ErrorResponseConfig, FilterConfig, Secret,
-    ServiceConfig,
+use crate::config::location::{
+    CredentialName, ErrorField, ErrorKind, Loc, RuleField, ServiceField, SourcePaths,
 };
+use crate::config::{FilterConfig, ServiceConfig};
 use crate::credentials::CredentialSource;
 use crate::diagnostics::Diagnostics;
+use crate::index::{MetricIndex, ServiceIndex};
 use crate::rules::pattern::analyze;
 use crate::rules::query::QueryCondition;
 use crate::rules::{RefusalKind, RuleInput, RuleLimits, RuleSet, ANY_METHOD};
 use crate::service::{normalize_host, HostIndex, MAX_HOST_LEN};
 use crate::url::HttpUrl;
 
-/// The four configurable errors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    AuthMissing,
-    AuthFailed,
-    NoMatch,
-    LimitsExceeded,
-}
-
-impl ErrorKind {
-    pub const ALL: [ErrorKind; 4] = [
-        ErrorKind::AuthMissing,
-        ErrorKind::AuthFailed,
-        ErrorKind::NoMatch,
-        ErrorKind::LimitsExceeded,
-    ];
-
-    /// The suffix 3scale uses in `error_<x>`, `error_status_<x>`, `error_headers_<x>`.
-    pub fn threescale_suffix(self) -> &'static str {
-        match self {
-            ErrorKind::AuthMissing => "auth_missing",
-            ErrorKind::AuthFailed => "auth_failed",
-            ErrorKind::NoMatch => "no_match",
-            ErrorKind::LimitsExceeded => "limits_exceeded",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorField {
-    Status,
-    ContentType,
-    Body,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CredentialName {
-    UserKey,
-    AppId,
-    AppKey,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServiceField {
-    Whole,
-    Id,
-    Hosts,
-    Host(usize),
-    AuthValue,
-    BackendEndpoint,
-    BackendHost,
-    ApiBackend,
-    HostnameRewrite,
-    SecretToken,
-    Credential(CredentialName),
-    Error(ErrorKind, ErrorField),
-    Rules,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RuleField<'a> {
-    Method,
-    Pattern,
-    Metric,
-    Delta,
-    Query(&'a str),
-}
-
-/// A place in the configuration model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Loc<'a> {
-    /// A top-level field of the FilterConfig (`request_line_max_bytes`).
-    Field(&'static str),
-    /// A field of the `control_service` section (`cluster`, `timeout_ms`).
-    ControlService(&'static str),
-    Services,
-    Service(usize, ServiceField),
-    Rule(usize, usize, RuleField<'a>),
-}
-
-/// Renders a [`Loc`] as a JSON path of the source document.
-pub trait SourcePaths {
-    fn path(&self, loc: Loc<'_>) -> String;
-}
-
-/// Paths in a FilterConfig document.
-pub struct FilterConfigPaths;
-
-impl SourcePaths for FilterConfigPaths {
-    fn path(&self, loc: Loc<'_>) -> String {
-        match loc {
-            Loc::Field(field) => field.into(),
-            Loc::ControlService(field) => format!("control_service.{field}"),
-            Loc::Services => "services".into(),
-            Loc::Service(i, field) => {
-                let base = format!("services[{i}]");
-                let tail = match field {
-                    ServiceField::Whole => return base,
-                    ServiceField::Id => "id".into(),
-                    ServiceField::Hosts => "hosts".into(),
-                    ServiceField::Host(k) => format!("hosts[{k}]"),
-                    ServiceField::AuthValue => "control_service_auth.value".into(),
-                    ServiceField::BackendEndpoint => "backend.endpoint".into(),
-                    ServiceField::BackendHost => "backend.host".into(),
-                    ServiceField::ApiBackend => "upstream.api_backend".into(),
-                    ServiceField::HostnameRewrite => "upstream.hostname_rewrite".into(),
-                    ServiceField::SecretToken => "upstream.secret_token".into(),
-                    ServiceField::Credential(c) => format!(
-                        "credentials.{}",
-                        match c {
-                            CredentialName::UserKey => "user_key",
-                            CredentialName::AppId => "app_id",
-                            CredentialName::AppKey => "app_key",
-                        }
-                    ),
-                    ServiceField::Error(kind, f) => format!(
-                        "errors.{}.{}",
-                        kind.threescale_suffix(),
-                        match f {
-                            ErrorField::Status => "status",
-                            ErrorField::ContentType => "content_type",
-                            ErrorField::Body => "body",
-                        }
-                    ),
-                    ServiceField::Rules => "mapping_rules".into(),
-                };
-                format!("{base}.{tail}")
-            }
-            Loc::Rule(i, j, field) => {
-                let f = match field {
-                    RuleField::Method => "method".into(),
-                    RuleField::Pattern => "pattern".into(),
-                    RuleField::Metric => "metric".into(),
-                    RuleField::Delta => "delta".into(),
-                    RuleField::Query(name) => format!("querystring_parameters.{name}"),
-                };
-                format!("services[{i}].mapping_rules[{j}].{f}")
-            }
-        }
-    }
-}
-
-/// An error answer, ready to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ErrorResponse {
-    pub status: u16,
-    pub content_type: Box<str>,
-    pub body: Box<str>,
-}
-
-impl From<&ErrorResponseConfig> for ErrorResponse {
-    fn from(c: &ErrorResponseConfig) -> Self {
-        Self {
-            status: c.status,
-            content_type: c.content_type.as_str().into(),
-            body: c.body.as_str().into(),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-struct ServiceErrors {
-    auth_missing: ErrorResponse,
-    auth_failed: ErrorResponse,
-    no_match: ErrorResponse,
-    limits_exceeded: ErrorResponse,
-}
-
-#[derive(Debug, Clone)]
-pub struct Metric {
-    pub name: Box<str>,
-    /// `usage%5B<name>%5D`, ready for the control-service query.
-    pub usage_key: Box<str>,
-}
-
-/// Where requests of a service go.
-#[derive(Debug, Clone)]
-pub struct Upstream {
-    /// `None`: APIcast answers 404 with an empty body after authorizing.
-    pub api_backend: Option<HttpUrl>,
-    pub hostname_rewrite: Option<Box<str>>,
-    pub secret_token: Option<Secret>,
-}
-
-impl Upstream {
-    /// The `Host` the upstream request carries: `hostname_rewrite`, else the `api_backend` host.
-    pub fn host_header(&self) -> Option<String> {
-        match (&self.hostname_rewrite, &self.api_backend) {
-            (Some(h), _) => Some(h.to_string()),
-            (None, Some(url)) => Some(url.host_header()),
-            (None, None) => None,
-        }
-    }
-}
-
-/// One service, validated and precomputed.
-#[derive(Debug, Clone)]
-pub struct Service {
-    /// Position in [`Compiled::services`].
-    pub index: usize,
-    pub id: Box<str>,
-    pub name: Box<str>,
-    pub backend_version: BackendVersion,
-    pub auth_kind: ControlServiceAuthKind,
-    pub auth_value: Secret,
-    pub backend_endpoint: Option<HttpUrl>,
-    pub backend_host: Option<Box<str>>,
-    pub upstream: Upstream,
-    /// `Host` of control-service calls: `backend.host`, else the endpoint's host.
-    pub control_authority: Box<str>,
-    pub(crate) credentials: CredentialSource,
-    errors: ServiceErrors,
-    pub rules: RuleSet,
-    /// Metrics by id; ids follow name order, so usage sorted by id is sorted by name.
-    pub metrics: Vec<Metric>,
-    /// `service_id=…&<auth>=…`, encoded once.
-    pub(crate) service_params: String,
-}
-
-impl Service {
-    pub fn error(&self, kind: ErrorKind) -> &ErrorResponse {
-        match kind {
-            ErrorKind::AuthMissing => &self.errors.auth_missing,
-            ErrorKind::AuthFailed => &self.errors.auth_failed,
-            ErrorKind::NoMatch => &self.errors.no_match,
-            ErrorKind::LimitsExceeded => &self.errors.limits_exceeded,
-        }
-    }
-
-    pub fn metric_name(&self, id: u32) -> &str {
-        self.metrics.get(id as usize).map_or("", |m| &m.name)
-    }
-}
-
-/// Everything the filter needs at request time, built once at configure time.
-#[derive(Debug, Clone)]
-pub struct Compiled {
-    pub services: Vec<Service>,
-    pub(crate) hosts: HostIndex,
-    pub request_body_max_bytes: usize,
-    /// Longest request line answered (method, target, `HTTP/1.1`, CRLF); longer gets 414.
-    pub request_line_max_bytes: usize,
-    /// The Envoy cluster control-service calls go to.
-    pub control_cluster: Box<str>,
-    pub control_timeout_ms: u32,
-}
+use super::gateway::NO_CONTROL_SERVICE;
+use super::service::{Metric, Service, ServiceErrors, Upstream};
+use super::Compiled;
 
 /// The longest control-service timeout accepted.
 pub const MAX_CONTROL_SERVICE_TIMEOUT_MS: u32 = 60_000;
@@ -274,16 +32,6 @@ pub const MAX_TRIE_NODES: usize = 4_000_000;
 /// The range of `request_line_max_bytes`: a decision's working memory grows with it (see
 /// [`crate::decision::Scratch`]), and even `GET / HTTP/1.1` needs 16 bytes.
 pub const REQUEST_LINE_MAX_BYTES_RANGE: std::ops::RangeInclusive<u32> = 64..=1024 * 1024;
-
-impl Compiled {
-    pub fn service(&self, index: u32) -> Option<&Service> {
-        self.services.get(index as usize)
-    }
-
-    pub fn service_for_authority(&self, authority: &[u8]) -> Option<&Service> {
-        self.hosts.lookup(authority).and_then(|i| self.service(i))
-    }
-}
 
 /// Validates and compiles `config`. Every problem goes to `diags`; `None` if any is an error.
 pub fn compile(
@@ -349,17 +97,20 @@ pub fn compile(
             );
         }
         seen_ids.push(&svc.id);
-        index_hosts(svc, i, &mut hosts, paths, diags);
-        if let Some(service) = compile_service(svc, i, cluster, &mut nodes_left, paths, diags) {
+        let domains = index_hosts(svc, i, &mut hosts, paths, diags);
+        if let Some(mut service) = compile_service(svc, i, cluster, &mut nodes_left, paths, diags) {
+            service.domains = domains;
             services.push(service);
         }
     }
+    let control_url = agreed_control_url(&services, paths, diags);
     if diags.errors().count() > errors_before {
         return None;
     }
     Some(Compiled {
         services,
         hosts,
+        control_url,
         control_cluster: cluster.as_str().into(),
         control_timeout_ms: timeout,
         request_body_max_bytes: usize::try_from(config.request_body_max_bytes)
@@ -374,8 +125,9 @@ fn index_hosts(
     hosts: &mut HostIndex,
     paths: &dyn SourcePaths,
     diags: &mut Diagnostics,
-) {
-    let service_index = u32::try_from(i).unwrap_or(u32::MAX);
+) -> Box<[Box<str>]> {
+    let service_index = ServiceIndex::from_usize(i);
+    let mut claimed = Vec::new();
     if svc.hosts.is_empty() {
         diags.warning(
             paths.path(Loc::Service(i, ServiceField::Hosts)),
@@ -391,6 +143,16 @@ fn index_hosts(
         };
         if normalized.is_empty() {
             diags.error(at, "host name is empty");
+            continue;
+        }
+        if !is_domain(normalized) {
+            diags.error(
+                at,
+                format!(
+                    "host '{host}' cannot be a virtual host domain: hosts are matched exactly \
+                     (no wildcards), and a name has no spaces or control characters"
+                ),
+            );
             continue;
         }
         let has_port = match host.strip_prefix('[') {
@@ -409,11 +171,60 @@ fn index_hosts(
                 format!(
                     "host '{}' is already served by {}; the first service wins",
                     String::from_utf8_lossy(normalized),
-                    paths.path(Loc::Service(owner as usize, ServiceField::Whole))
+                    paths.path(Loc::Service(owner.as_usize(), ServiceField::Whole))
                 ),
             );
+        } else {
+            claimed.push(String::from_utf8_lossy(normalized).into());
         }
     }
+    claimed.into()
+}
+
+/// Whether a normalised host can be a virtual host's domain in a proxy's route table: Envoy
+/// (and NGINX) read `*` as a wildcard, which the host index does not.
+fn is_domain(host: &[u8]) -> bool {
+    !host
+        .iter()
+        .any(|&b| b == b'*' || b.is_ascii_whitespace() || b.is_ascii_control())
+}
+
+/// The control service every service names (`backend.endpoint`), if any does: the gateway
+/// has one control-service cluster, so services that name different ones (by scheme, host
+/// and port; the filter sends its own path) are an error at the second one.
+fn agreed_control_url(
+    services: &[Service],
+    paths: &dyn SourcePaths,
+    diags: &mut Diagnostics,
+) -> Option<HttpUrl> {
+    let mut first: Option<(&HttpUrl, usize)> = None;
+    for service in services {
+        let Some(url) = service.backend_endpoint.as_ref() else {
+            continue;
+        };
+        let i = service.index.as_usize();
+        match first {
+            None => first = Some((url, i)),
+            Some((agreed, at)) if !same_target(agreed, url) => diags.error(
+                paths.path(Loc::Service(i, ServiceField::BackendEndpoint)),
+                format!(
+                    "the control service {url} is not the one {} names ({agreed}): one \
+                     control-service cluster serves every service",
+                    paths.path(Loc::Service(at, ServiceField::BackendEndpoint))
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+    if first.is_none() && !services.is_empty() {
+        diags.warning(paths.path(Loc::Services), NO_CONTROL_SERVICE);
+    }
+    first.map(|(url, _)| url.clone())
+}
+
+/// Whether two URLs reach the same server: scheme, host and port.
+pub(super) fn same_target(a: &HttpUrl, b: &HttpUrl) -> bool {
+    (a.https, &a.host, a.effective_port()) == (b.https, &b.host, b.effective_port())
 }
 
 fn check_header_value(value: &str, at: String, what: &str, diags: &mut Diagnostics) {
@@ -452,7 +263,7 @@ fn compile_service(
         Some(e) => match HttpUrl::parse(e) {
             Ok(url) => Some(url),
             Err(why) => {
-                diags.error(at(ServiceField::BackendEndpoint), why);
+                diags.error(at(ServiceField::BackendEndpoint), why.to_string());
                 ok = false;
                 None
             }
@@ -473,7 +284,7 @@ fn compile_service(
         Some(u) => match HttpUrl::parse(u) {
             Ok(url) => Some(url),
             Err(why) => {
-                diags.error(at(ServiceField::ApiBackend), why);
+                diags.error(at(ServiceField::ApiBackend), why.to_string());
                 ok = false;
                 None
             }
@@ -616,8 +427,7 @@ fn compile_service(
         let metric = names
             .binary_search(&rule.metric.as_str())
             .ok()
-            .and_then(|m| u32::try_from(m).ok())
-            .unwrap_or(0);
+            .map_or(MetricIndex::default(), MetricIndex::from_usize);
         inputs.push(RuleInput {
             method: rule.method.clone(),
             pattern: rule.pattern.clone(),
@@ -666,7 +476,7 @@ fn compile_service(
         _ => control_cluster.to_owned(),
     };
     Some(Service {
-        index: i,
+        index: ServiceIndex::from_usize(i),
         id: svc.id.as_str().into(),
         name: svc.name.as_str().into(),
         backend_version: svc.backend_version,
@@ -684,6 +494,7 @@ fn compile_service(
                 .filter(|t| !t.expose().is_empty()),
         },
         control_authority: control_authority.into(),
+        domains: Box::default(),
         credentials,
         errors,
         rules,
