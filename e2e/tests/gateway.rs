@@ -37,7 +37,7 @@ const ODD_APP_KEY: &str = "k;%#/?";
 
 /// The control service's data for these tests.
 fn control_data() -> String {
-    include_str!("gateway-control.yaml").to_owned()
+    include_str!("../../testdata/gateway-control.yaml").to_owned()
 }
 
 fn json(answer: &Answer) -> Value {
