@@ -37,6 +37,15 @@
 //!   `num_headers == 0` with `proxy_get_status` = (BrokenConnection, "reset");
 //! - a trap fails the VM: later requests on it get the failure policy (FAIL_CLOSED: 503,
 //!   empty body, details `wasm_fail_stream`), and [`Host::traps`] records it.
+//!
+//! Beyond Envoy, for tests:
+//! - hostile mode ([`Host::set_hostile`], [`Builder::hostile`]): chosen hostcalls, or all
+//!   ([`HostCall::All`]), answer a [`Status`] the module does not expect and do nothing;
+//!   [`Host::hostile_answers`] lists what was refused, [`Host::imports`] what the module
+//!   imports, so a test can make each of them hostile in turn;
+//! - allocation counting: when the module exports [`ALLOCATIONS_EXPORT`]
+//!   (`tollgate_allocations() -> i64`), [`Stream::allocations`] is what it allocated for that
+//!   stream, over all the callbacks run for it, and [`VmRef::allocations`] the VM's total.
 
 mod abi;
 mod hostile;
