@@ -75,11 +75,13 @@ lint:
 	$(CARGO) clippy --target $(WASM_TARGET) \
 	  -p tollgate-filter -p tollgate-testhost-probe -p tollgate-bench-passthrough -- -D warnings
 
-## bench: matching cost for 10..10,000 rules against APIcast's one-regex-per-rule loop, then
-## requests per second through one Envoy worker (bare, pass-through Wasm, tollgate)
+## bench: matching cost for 10..10,000 rules against APIcast's one-regex-per-rule loop,
+## tollgate.wasm's allocations per request per outcome (in the test host), then requests per
+## second through one Envoy worker (bare, pass-through Wasm, tollgate)
 bench: wasm envoy wrk
 	$(CARGO) bench --bench matching
 	$(CARGO) bench --bench worst_cases
+	$(CARGO) run --quiet -p tollgate-testhost --example allocations
 	$(CARGO) run --quiet --release -p tollgate-e2e --bin envoy-bench
 
 ## demo: the example services behind a real Envoy with tollgate, the local control service

@@ -1250,7 +1250,7 @@ const CONFIG_OAUTH: &str = r#"{"services":[{
 /// metrics, an uncompilable regex, an empty and a relative pattern (shared with the fuzz
 /// targets).
 fn config_many_rules() -> String {
-    include_str!("fixtures/many-rules.json").to_owned()
+    include_str!("../testdata/many-rules.json").to_owned()
 }
 
 fn fixed_configs() -> Vec<Compiled> {

@@ -49,9 +49,31 @@ pub fn emit(rendered: &str, output: Option<&PathBuf>, check: bool) -> Result<Exi
             } else {
                 Err(Failure {
                     status: 1,
-                    message: format!("{} is out of date; regenerate it", path.display()),
+                    message: format!(
+                        "{} is out of date ({}); regenerate it: the same command without --check",
+                        path.display(),
+                        first_difference(&current, rendered)
+                    ),
                 })
             }
         }
     }
+}
+
+/// Where `current` (the file) first differs from `rendered`, as a hint for the reader.
+fn first_difference(current: &str, rendered: &str) -> String {
+    let mut theirs = current.lines();
+    let mut ours = rendered.lines();
+    for line in 1.. {
+        match (theirs.next(), ours.next()) {
+            (Some(a), Some(b)) if a == b => continue,
+            (Some(a), Some(b)) => {
+                return format!("line {line}: the file has `{a}`, expected `{b}`");
+            }
+            (Some(_), None) => return format!("line {line}: the file has more lines"),
+            (None, Some(b)) => return format!("line {line}: the file ends, expected `{b}`"),
+            (None, None) => break,
+        }
+    }
+    "they differ in line endings".to_owned()
 }

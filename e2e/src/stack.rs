@@ -11,7 +11,7 @@ use tollgate_cli::envoy::{render, EnvoyOptions};
 
 use crate::client::{Answer, Client, Request};
 use crate::echo::Echo;
-use crate::envoy::Envoy;
+use crate::envoy::{Envoy, TEST_WORKERS};
 use crate::{free_port, tollgate_wasm, workspace};
 
 /// The services of every 3scale JSON file given (any of the three shapes), in one
@@ -96,7 +96,7 @@ impl Gateway {
         options.admin = SocketAddr::from(([127, 0, 0, 1], admin));
         options.backend_url = Some(format!("http://{control}"));
         let bootstrap = render(&config, &options)?;
-        let envoy = Envoy::start(&bootstrap, admin)?;
+        let envoy = Envoy::start(&bootstrap, admin, TEST_WORKERS)?;
         Ok(Self {
             envoy,
             echo,

@@ -78,7 +78,7 @@ pub fn inline_configs() -> Vec<(&'static str, String)> {
         }
     })]);
     // Shared with the core's property tests.
-    let many = include_str!("../../tests/fixtures/many-rules.json").to_owned();
+    let many = include_str!("../../testdata/many-rules.json").to_owned();
     vec![
         ("inline-query-v1", query),
         ("inline-headers-v2", headers),

@@ -4,6 +4,7 @@ use std::collections::HashSet;
 
 use wasmtime::{Caller, Extern, Linker, Module, Val, ValType};
 
+use crate::hostile::HostileAnswer;
 use crate::state::{lock, status::*, CallRecord, Deferred, MetricKind, StreamState, VmState, ROOT};
 use crate::wire::{parse_pairs, property_path, serialize_pairs, Pairs};
 use crate::{Headers, LogLevel, Reply};
@@ -836,6 +837,57 @@ fn set_effective_context(c: Cx<'_, '_>, id: i32) -> Hc {
     }
 }
 
+/// Hostile mode: the status `name` answers instead of running, if a rule names it (the last
+/// rule that does wins). Not while the module starts, where only `proxy_log` is allowed.
+fn hostile(c: Cx<'_, '_>, name: &str) -> Option<u32> {
+    let st = c.data();
+    if st.restricted {
+        return None;
+    }
+    let mut sh = lock(&st.shared);
+    let status = sh
+        .hostile
+        .iter()
+        .rev()
+        .find(|h| h.call.covers(name))?
+        .status
+        .code();
+    sh.hostile_answers.push(HostileAnswer {
+        vm: st.label.clone(),
+        call: name.to_owned(),
+        status,
+    });
+    Some(status)
+}
+
+fn continue_stream(c: Cx<'_, '_>, kind: i32) -> Hc {
+    continue_or_close(c, kind, false)
+}
+
+fn close_stream(c: Cx<'_, '_>, kind: i32) -> Hc {
+    continue_or_close(c, kind, true)
+}
+
+/// No deferred `proxy_done` in this host: `on_done`'s answer is not waited for.
+fn done(c: Cx<'_, '_>) -> Hc {
+    unrestricted(c)?;
+    Ok(NOT_FOUND)
+}
+
+/// Envoy registers a few foreign functions; this host none.
+fn call_foreign_function(
+    c: Cx<'_, '_>,
+    _np: i32,
+    _nn: i32,
+    _ap: i32,
+    _an: i32,
+    _rp: i32,
+    _rn: i32,
+) -> Hc {
+    unrestricted(c)?;
+    Ok(NOT_FOUND)
+}
+
 /// Builds the linker: every `env` import the module declares is defined, the ones this host
 /// does not implement return UNIMPLEMENTED; any other module's imports trap when called.
 pub fn linker(engine: &wasmtime::Engine, module: &Module) -> wasmtime::Result<Linker<VmState>> {
@@ -845,6 +897,9 @@ pub fn linker(engine: &wasmtime::Engine, module: &Module) -> wasmtime::Result<Li
     macro_rules! hostcall {
         ($name:literal, $f:path, ($($a:ident : $t:ty),*)) => {
             l.func_wrap("env", $name, |mut c: Caller<'_, VmState>, $($a: $t),*| -> wasmtime::Result<i32> {
+                if let Some(s) = hostile(&mut c, $name) {
+                    return Ok(s as i32);
+                }
                 $f(&mut c, $($a),*).map(|s| s as i32)
             })?;
             defined.insert($name);
@@ -882,32 +937,10 @@ pub fn linker(engine: &wasmtime::Engine, module: &Module) -> wasmtime::Result<Li
     hostcall!("proxy_set_property", set_property, (pp: i32, pn: i32, vp: i32, vn: i32));
     hostcall!("proxy_set_effective_context", set_effective_context, (id: i32));
 
-    l.func_wrap(
-        "env",
-        "proxy_continue_stream",
-        |mut c: Caller<'_, VmState>, t: i32| continue_or_close(&mut c, t, false).map(|s| s as i32),
-    )?;
-    defined.insert("proxy_continue_stream");
-    l.func_wrap(
-        "env",
-        "proxy_close_stream",
-        |mut c: Caller<'_, VmState>, t: i32| continue_or_close(&mut c, t, true).map(|s| s as i32),
-    )?;
-    defined.insert("proxy_close_stream");
-    // No deferred proxy_done in this host: on_done's answer is not waited for.
-    l.func_wrap("env", "proxy_done", |mut c: Caller<'_, VmState>| {
-        unrestricted(&mut c).map(|()| NOT_FOUND as i32)
-    })?;
-    defined.insert("proxy_done");
-    // Envoy registers a few foreign functions; this host none: NOT_FOUND.
-    l.func_wrap(
-        "env",
-        "proxy_call_foreign_function",
-        |mut c: Caller<'_, VmState>, _np: i32, _nn: i32, _ap: i32, _an: i32, _rp: i32, _rn: i32| {
-            unrestricted(&mut c).map(|()| NOT_FOUND as i32)
-        },
-    )?;
-    defined.insert("proxy_call_foreign_function");
+    hostcall!("proxy_continue_stream", continue_stream, (t: i32));
+    hostcall!("proxy_close_stream", close_stream, (t: i32));
+    hostcall!("proxy_done", done, ());
+    hostcall!("proxy_call_foreign_function", call_foreign_function, (np: i32, nn: i32, ap: i32, an: i32, rp: i32, rn: i32));
 
     // Everything else the module imports from `env` (gRPC, foreign functions, ...).
     for import in module.imports() {
@@ -923,10 +956,11 @@ pub fn linker(engine: &wasmtime::Engine, module: &Module) -> wasmtime::Result<Li
                 ty.clone(),
                 move |mut c, _params, out| {
                     unrestricted(&mut c)?;
+                    let status = hostile(&mut c, &name).unwrap_or(UNIMPLEMENTED);
                     for (slot, t) in out.iter_mut().zip(results.iter()) {
                         *slot = match t {
-                            ValType::I32 => Val::I32(UNIMPLEMENTED as i32),
-                            ValType::I64 => Val::I64(i64::from(UNIMPLEMENTED)),
+                            ValType::I32 => Val::I32(status as i32),
+                            ValType::I64 => Val::I64(i64::from(status)),
                             ValType::F32 => Val::F32(0),
                             ValType::F64 => Val::F64(0),
                             _ => Val::null_func_ref(),

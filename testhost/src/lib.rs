@@ -37,8 +37,18 @@
 //!   `num_headers == 0` with `proxy_get_status` = (BrokenConnection, "reset");
 //! - a trap fails the VM: later requests on it get the failure policy (FAIL_CLOSED: 503,
 //!   empty body, details `wasm_fail_stream`), and [`Host::traps`] records it.
+//!
+//! Beyond Envoy, for tests:
+//! - hostile mode ([`Host::set_hostile`], [`Builder::hostile`]): chosen hostcalls, or all
+//!   ([`HostCall::All`]), answer a [`Status`] the module does not expect and do nothing;
+//!   [`Host::hostile_answers`] lists what was refused, [`Host::imports`] what the module
+//!   imports, so a test can make each of them hostile in turn;
+//! - allocation counting: when the module exports [`ALLOCATIONS_EXPORT`]
+//!   (`tollgate_allocations() -> i64`), [`Stream::allocations`] is what it allocated for that
+//!   stream, over all the callbacks run for it, and [`VmRef::allocations`] the VM's total.
 
 mod abi;
+mod hostile;
 mod state;
 mod wire;
 
@@ -49,8 +59,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use wasmtime::{Engine, Instance, Linker, Module, Store};
+use wasmtime::{Engine, Instance, Linker, Module, Store, TypedFunc};
 
+pub use hostile::{HostCall, Hostile, HostileAnswer, Status};
 pub use state::status;
 use state::{
     lock, CallRecord, Config, Deferred, HeadersStop, SharedRef, StreamState, View, VmState, ROOT,
@@ -408,6 +419,7 @@ pub struct Builder {
     workers: usize,
     canary: bool,
     start: SystemTime,
+    hostile: Vec<Hostile>,
 }
 
 impl Builder {
@@ -490,11 +502,19 @@ impl Builder {
         self
     }
 
+    /// Hostile mode from the start (after the module's own start): see [`Host::set_hostile`].
+    /// A hostile configuration phase may make the build fail.
+    pub fn hostile(mut self, rule: Hostile) -> Self {
+        self.hostile.push(rule);
+        self
+    }
+
     /// Loads the module and configures the canary, main and worker VMs.
     pub fn build(self) -> Result<Host, Error> {
         let (engine, module) = compile(&self.path)?;
         let linker = abi::linker(&engine, &module).map_err(|e| Error::Module(format!("{e:#}")))?;
         let shared: SharedRef = Arc::default();
+        lock(&shared).hostile = self.hostile;
         lock(&shared).clock_ns = self
             .start
             .duration_since(UNIX_EPOCH)
@@ -512,6 +532,8 @@ impl Builder {
             live: HashMap::new(),
             next_stream: 0,
             reloads: 0,
+            allocations: HashMap::new(),
+            answering: None,
         };
         let mut labels = Vec::new();
         if self.canary {
@@ -543,6 +565,18 @@ struct Vm {
     instance: Instance,
     failed: Option<String>,
     generation: u32,
+    /// The module's allocation counter (export `tollgate_allocations`), if it has one.
+    allocations: Option<TypedFunc<(), i64>>,
+}
+
+impl Vm {
+    /// The module's allocation counter now; `None` without the export or when reading traps.
+    fn allocations(&mut self) -> Option<u64> {
+        let f = self.allocations.clone()?;
+        f.call(&mut self.store, ())
+            .ok()
+            .and_then(|n| u64::try_from(n).ok())
+    }
 }
 
 struct Inner {
@@ -558,7 +592,14 @@ struct Inner {
     live: HashMap<u64, (usize, u32, u32)>,
     next_stream: u64,
     reloads: usize,
+    /// Allocations counted per stream id, across every callback run on its behalf.
+    allocations: HashMap<u64, u64>,
+    /// The stream whose callout's answer is being delivered (the callback runs on the root).
+    answering: Option<u64>,
 }
+
+/// The export that counts the module's allocations since its VM started: `() -> i64`.
+pub const ALLOCATIONS_EXPORT: &str = "tollgate_allocations";
 
 /// Instructions a module may run per callback before it traps.
 const FUEL_PER_CALL: u64 = 2_000_000_000;
@@ -630,12 +671,16 @@ impl Inner {
                 "Wasm module is missing malloc function".to_owned(),
             ));
         }
+        let allocations = instance
+            .get_typed_func::<(), i64>(&mut store, ALLOCATIONS_EXPORT)
+            .ok();
         let mut vm = Vm {
             label: label.to_owned(),
             store,
             instance,
             failed: None,
             generation,
+            allocations,
         };
         if let Ok(f) = vm
             .instance
@@ -752,7 +797,9 @@ impl Inner {
         P: wasmtime::WasmParams,
         R: wasmtime::WasmResults,
     {
-        let Some(vm) = self.vm(index) else {
+        let answering = self.answering;
+        // The field, not `self.vm()`: the allocation count below borrows another field.
+        let Some(vm) = self.vms.get_mut(index) else {
             return Err(());
         };
         if vm.failed.is_some() {
@@ -760,12 +807,26 @@ impl Inner {
         }
         vm.store.data_mut().effective = ctx;
         let _ = vm.store.set_fuel(FUEL_PER_CALL);
+        // Whose allocations these are: the context's stream, or the stream whose callout is
+        // being answered.
+        let stream = vm
+            .store
+            .data()
+            .streams
+            .get(&ctx)
+            .map(|s| s.id)
+            .or(answering);
+        let before = stream.and_then(|_| vm.allocations());
         let result = match vm.instance.get_typed_func::<P, R>(&mut vm.store, name) {
             Ok(f) => f.call(&mut vm.store, params).map(Some),
             // Envoy calls only the callbacks a module exports.
             Err(_) => Ok(None),
         };
         vm.store.data_mut().effective = ROOT;
+        if let (Some(stream), Some(before), true) = (stream, before, result.is_ok()) {
+            let after = vm.allocations().unwrap_or(before);
+            *self.allocations.entry(stream).or_default() += after.saturating_sub(before);
+        }
         match result {
             Ok(r) => Ok(r),
             Err(e) => {
@@ -1306,6 +1367,7 @@ impl Inner {
                 st.last_status = (status::BROKEN_CONNECTION, b"reset".to_vec());
             }
         }
+        self.answering = call.stream;
         let result = self.call::<(i32, i32, i32, i32, i32), ()>(
             call.vm,
             call.root,
@@ -1318,6 +1380,7 @@ impl Inner {
                 len_i32(nt),
             ),
         );
+        self.answering = None;
         if let Some(vm) = self.vm(call.vm) {
             vm.store.data_mut().call_response = None;
         }
@@ -1471,6 +1534,7 @@ impl Host {
             workers: 1,
             canary: true,
             start: UNIX_EPOCH + Duration::from_secs(1_767_225_600),
+            hostile: Vec::new(),
         }
     }
 
@@ -1537,6 +1601,37 @@ impl Host {
     /// Every log line, in order.
     pub fn logs(&self) -> Vec<LogLine> {
         lock(&self.shared).logs.clone()
+    }
+
+    /// Hostile mode: from now on, each hostcall a rule names answers that rule's status and
+    /// does nothing (no output written, no effect); the last rule naming a call wins. An empty
+    /// list makes the host peaceful again. Applies to every VM, not while a module starts.
+    ///
+    /// ```no_run
+    /// # use tollgate_testhost::{Host, HostCall, Hostile, Status};
+    /// # fn f(host: &Host) {
+    /// host.set_hostile(&[Hostile { call: HostCall::GetHeaderMapPairs, status: Status::Code(77) }]);
+    /// // drive requests; host.hostile_answers() says which calls were refused
+    /// # }
+    /// ```
+    pub fn set_hostile(&self, rules: &[Hostile]) {
+        lock(&self.shared).hostile = rules.to_vec();
+    }
+
+    /// Every hostile answer given so far, in order.
+    pub fn hostile_answers(&self) -> Vec<HostileAnswer> {
+        lock(&self.shared).hostile_answers.clone()
+    }
+
+    /// The functions the module imports from `env` (its hostcalls), in import order.
+    pub fn imports(&self) -> Vec<String> {
+        self.inner
+            .borrow()
+            .module
+            .imports()
+            .filter(|i| i.module() == "env" && matches!(i.ty(), wasmtime::ExternType::Func(_)))
+            .map(|i| i.name().to_owned())
+            .collect()
     }
 
     /// Every trap so far.
@@ -1714,6 +1809,18 @@ impl<'h> VmRef<'h> {
             .is_none_or(|vm| vm.failed.is_some())
     }
 
+    /// The module's allocation counter on this VM now (export `tollgate_allocations`: calls of
+    /// its allocator since the VM started, those for hostcall results included); `None` when
+    /// the module does not export it or the VM failed.
+    pub fn allocations(&self) -> Option<u64> {
+        let mut inner = self.host.inner.borrow_mut();
+        let vm = inner.vms.get_mut(self.index)?;
+        if vm.failed.is_some() {
+            return None;
+        }
+        vm.allocations()
+    }
+
     /// This VM's tick period.
     pub fn tick_period(&self) -> Option<Duration> {
         let inner = self.host.inner.borrow();
@@ -1831,6 +1938,15 @@ impl<'h> Stream<'h> {
             .borrow()
             .view(self.id)
             .is_none_or(|v| v.finished)
+    }
+
+    /// Allocations the module made for this stream so far: the counter's growth across every
+    /// callback run for it (its own, and the answers to its callouts); `None` when the module
+    /// does not export `tollgate_allocations`.
+    pub fn allocations(&self) -> Option<u64> {
+        let inner = self.host.inner.borrow();
+        inner.vms.first()?.allocations.as_ref()?;
+        Some(inner.allocations.get(&self.id).copied().unwrap_or(0))
     }
 
     /// The host the stream runs in.

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::hostile::{Hostile, HostileAnswer};
 use crate::wire::Pairs;
 use crate::{FailurePolicy, Headers, LogLevel, LogLine, Outcome, Reply};
 
@@ -99,6 +100,9 @@ pub struct Shared {
     pub metrics: BTreeMap<String, Metric>,
     pub logs: Vec<LogLine>,
     pub calls: Vec<CallRecord>,
+    /// Hostile mode's rules, and the answers they gave.
+    pub hostile: Vec<Hostile>,
+    pub hostile_answers: Vec<HostileAnswer>,
 }
 
 impl Shared {

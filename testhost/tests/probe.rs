@@ -8,55 +8,11 @@
     clippy::indexing_slicing
 )]
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use tollgate_testhost::{
-    Builder, Error, FailurePolicy, Host, LogLevel, Outcome, Reply, Stream, NO_HEADERS,
-};
-
-fn probe() -> PathBuf {
-    let path = std::env::var_os("TOLLGATE_PROBE_WASM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/wasm32-unknown-unknown/wasm/tollgate_testhost_probe.wasm")
-        });
-    assert!(
-        path.is_file(),
-        "{} is missing: run `make wasm` (it builds the probe: cargo build --profile wasm \
-         --target wasm32-unknown-unknown -p tollgate-testhost-probe)",
-        path.display()
-    );
-    path
-}
-
-fn builder(config: &str) -> Builder {
-    Host::builder(probe())
-        .plugin_config(config)
-        .vm_config("vmcfg")
-        .cluster("ctl")
-        .workers(2)
-}
-
-fn host(config: &str) -> Host {
-    builder(config).build().unwrap()
-}
-
-fn get<'h>(host: &'h Host, worker: usize, path: &str) -> Stream<'h> {
-    host.worker(worker).request(&[
-        (":method", "GET"),
-        (":path", path),
-        (":authority", "probe.example"),
-    ])
-}
-
-fn reply(s: &Stream<'_>) -> Reply {
-    match s.outcome() {
-        Outcome::LocalReply(r) => r,
-        other => panic!("expected a local reply, got {other:?}"),
-    }
-}
+mod common;
+use common::{builder, get, host, reply};
+use tollgate_testhost::{Error, FailurePolicy, Host, LogLevel, Outcome, Stream, NO_HEADERS};
 
 fn h(s: &Stream<'_>, name: &str) -> String {
     if let Some(trap) = s.host().traps().first() {
@@ -386,6 +342,18 @@ fn a_trap_fails_the_vm_closed() {
     // The other worker still serves.
     assert_eq!(reply(&get(&host, 1, "/deny")).status, 429);
     assert!(host.logs().iter().any(|l| l.level == LogLevel::Critical));
+}
+
+#[test]
+fn a_worker_that_does_not_exist_answers_like_a_failed_vm() {
+    let host = host("");
+    let s = get(&host, 5, "/deny");
+    let r = reply(&s);
+    assert!(r.is_failure_policy());
+    assert_eq!((r.status, r.body.len()), (503, 0));
+    assert!(s.is_finished());
+    assert!(host.worker(5).is_failed());
+    no_traps(&host);
 }
 
 #[test]

@@ -3,13 +3,9 @@
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The repository root.
-pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+pub use tollgate_testsupport::workspace;
 
 /// Runs the built `tollgate` with `args`.
 pub fn tollgate<I, S>(args: I) -> Output

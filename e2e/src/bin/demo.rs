@@ -363,7 +363,7 @@ fn main() -> Result<()> {
         "--concurrency",
         "1",
     ]);
-    let envoy = Envoy::start(&bootstrap, admin)?;
+    let envoy = Envoy::start(&bootstrap, admin, 1)?;
     println!("{DIM}# Envoy listens on {listen}, admin on {admin_addr}{RESET}\n");
 
     let client = Client::new(port, Duration::from_secs(5));

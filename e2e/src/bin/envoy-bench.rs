@@ -104,9 +104,11 @@ struct Case<'a> {
 fn measure(case: &Case<'_>) -> Result<Run> {
     let (port, admin) = (free_port()?, free_port()?);
     let filter = case.filter.as_ref().map(|(p, c)| (p.as_path(), c.as_str()));
+    // One worker: the figures are per worker.
     let envoy = Envoy::start(
         &direct_response_bootstrap(port, admin, filter, case.control),
         admin,
+        1,
     )?;
     let url = format!("http://127.0.0.1:{port}{}", case.path);
     expect_status(&url, case.host, case.status)?;
@@ -127,11 +129,7 @@ fn median(mut samples: Vec<f64>) -> f64 {
 fn main() -> Result<()> {
     let root = workspace();
     let tollgate_wasm = tollgate_e2e::tollgate_wasm()?;
-    let passthrough =
-        root.join("target/wasm32-unknown-unknown/wasm/tollgate_bench_passthrough.wasm");
-    if !passthrough.is_file() {
-        bail!("{} is missing: run `make bench`", passthrough.display());
-    }
+    let passthrough = tollgate_testsupport::passthrough_wasm()?;
     let sendgrid = std::fs::read_to_string(root.join("examples/sendgrid.json"))?;
     let control_data = std::fs::read_to_string(root.join("examples/control.yaml"))?;
     let control = tollgate_control::spawn(&control_data, None)?;

@@ -10,61 +10,28 @@
     unused_imports
 )]
 
-use std::path::PathBuf;
-
 pub use tollgate_testhost::{Call, Host, LogLine, Outcome, Reply, Stream, NO_HEADERS};
+pub use tollgate_testsupport::SECRETS;
 
 pub const CLUSTER: &str = "tollgate_control_service";
 
-/// Every credential and token of the example configurations: none may appear in any log.
-pub const SECRETS: &[&str] = &[
-    "sendgrid-service-token-8f2c1b7e",
-    "sendgrid-provider-key-3a9e",
-    "Shared_secret_sent_from_proxy_to_API_backend_3f9a1c2e",
-    "twitter-service-token-51d0c9aa",
-    "Shared_secret_sent_from_proxy_to_API_backend_9b7d2e41",
-];
-
-fn workspace() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 /// `target/tollgate.wasm` (or `$TOLLGATE_WASM`); missing is a failure, never a skip.
-pub fn wasm() -> PathBuf {
-    let path = std::env::var_os("TOLLGATE_WASM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join("target/tollgate.wasm"));
-    assert!(
-        path.is_file(),
-        "{} is missing: run `make wasm` in the workspace first",
-        path.display()
-    );
-    path
-}
-
-pub fn example(name: &str) -> Vec<u8> {
-    std::fs::read(workspace().join("examples").join(name)).unwrap()
+pub fn wasm() -> std::path::PathBuf {
+    tollgate_testsupport::tollgate_wasm().unwrap()
 }
 
 pub fn sendgrid() -> Vec<u8> {
-    example("sendgrid.json")
+    tollgate_testsupport::read(&tollgate_testsupport::example("sendgrid.json")).unwrap()
 }
 
 pub fn twitter() -> Vec<u8> {
-    example("twitter.json")
+    tollgate_testsupport::read(&tollgate_testsupport::example("twitter.json")).unwrap()
 }
 
-/// The FilterConfig `tollgate generate filter` makes for SendGrid (the CLI's snapshot).
+/// The FilterConfig `tollgate generate filter` makes for SendGrid, checked in (the CLI's
+/// tests keep it current with `generate filter --check`).
 pub fn sendgrid_filter_config() -> Vec<u8> {
-    let snap =
-        std::fs::read_to_string(workspace().join("cli/tests/snapshots/cli__filter_sendgrid.snap"))
-            .unwrap();
-    // An insta snapshot: a `---` delimited header, then the JSON.
-    let json = snap.splitn(3, "---\n").nth(2).unwrap();
-    json.as_bytes().to_vec()
+    tollgate_testsupport::read(&tollgate_testsupport::testdata("sendgrid.filter.json")).unwrap()
 }
 
 /// A host running `config` on main + 2 workers, knowing the control service's cluster.
@@ -86,11 +53,8 @@ pub fn check(host: &Host, extra: &[&str]) {
         host.traps()
     );
     for line in host.logs() {
-        for secret in SECRETS.iter().chain(extra) {
-            assert!(
-                !line.message.contains(secret),
-                "log line leaks {secret:?}: {line}"
-            );
+        if let Some(secret) = tollgate_testsupport::leaked(&line.message, extra) {
+            panic!("log line leaks {secret:?}: {line}");
         }
     }
 }
@@ -136,10 +100,7 @@ pub fn sendgrid_with_rules(rules: &str) -> Vec<u8> {
         .into_bytes()
 }
 
-/// A 3scale mapping rule for `GET pattern` counting `metric`.
+/// A 3scale mapping rule for `GET pattern` counting `metric`, as JSON text.
 pub fn get_rule(pattern: &str, metric: &str) -> String {
-    let pattern = pattern.replace('\\', "\\\\");
-    format!(
-        r#"{{"http_method": "GET", "pattern": "{pattern}", "metric_system_name": "{metric}", "delta": 1}}"#
-    )
+    tollgate_testsupport::threescale::rule("GET", pattern, metric).to_string()
 }

@@ -27,6 +27,7 @@
 //!   request callback, call-response headers outside the callback, and in `on_log`.
 //! - `/body`: buffer the whole request body, then replace it upper-cased.
 //! - `/hdrs`: add, replace and remove request headers.
+//! - `/alloc?n=N`: allocate N times, then continue (the host's allocation counting).
 //! - `/pause-forever`, `/close`, `/plugin-config`, `/vm-config`, `/time`, `/foreign`, `/grpc`,
 //!   `/bad-ptr`, `/effective`, `/done`, `/set-prop`, `/malformed-local`, `/log?s=SECRET`.
 
@@ -36,6 +37,40 @@ use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType, Stat
 use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
+
+/// Counts calls of the allocator, as tollgate.wasm's `tollgate_allocations` does, so the
+/// host's per-request counting is tested against a known number.
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicI64, Ordering};
+
+    static ALLOCATIONS: AtomicI64 = AtomicI64::new(0);
+
+    struct Counting;
+
+    // SAFETY: every call is forwarded unchanged to the system allocator.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+            System.alloc(layout)
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            System.dealloc(ptr, layout)
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+            System.realloc(ptr, layout, new_size)
+        }
+    }
+
+    #[global_allocator]
+    static GLOBAL: Counting = Counting;
+
+    #[no_mangle]
+    pub extern "C" fn tollgate_allocations() -> i64 {
+        ALLOCATIONS.load(Ordering::Relaxed)
+    }
+}
 
 /// Log macros over the raw hostcall (the probe has no `log` crate dependency of its own).
 macro_rules! log_at {
@@ -804,6 +839,13 @@ impl ProbeHttp {
                 let s = raw::local_response(418, b"teapot", &[1, 0, 0, 0, 9, 9]);
                 info!("malformed local response status {s}");
                 Action::Pause
+            }
+            "/alloc" => {
+                let n: u32 = self.q("n").and_then(|n| n.parse().ok()).unwrap_or(0);
+                for i in 0..n {
+                    std::hint::black_box(Box::new(i));
+                }
+                Action::Continue
             }
             "/log" => {
                 let s = self.q("s").unwrap_or_default();
