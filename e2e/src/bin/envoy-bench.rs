@@ -4,6 +4,8 @@
 //!   (b) a pass-through Wasm filter that reads one header (benches/passthrough-filter),
 //!   (c) tollgate answering locally (404, no mapping rule matched),
 //!   (d) tollgate authorizing through the local control service,
+//!   (e) tollgate answering 404 for a host no service serves: the binding's own cost (headers
+//!       read, a reply sent, a counter) with almost no decision work, so c - e is the decision,
 //! all in front of the same direct-response route, so the difference is the filter's cost.
 //! Prints the figures, Envoy's CPU time per request for each (from /proc: steadier than
 //! requests per second on a small shared machine), the ratios c/b and d/b, and the size of
@@ -162,6 +164,14 @@ fn main() -> Result<()> {
             status: 404,
         },
         Case {
+            name: "(e) tollgate, unknown host",
+            filter: Some((tollgate_wasm.clone(), sendgrid.clone())),
+            control: Some(control_port),
+            path: "/v3/unknown?api_user=bench-app&api_key=bench-key",
+            host: "nobody.example",
+            status: 404,
+        },
+        Case {
             name: "(d) tollgate, authorized",
             filter: Some((tollgate_wasm.clone(), sendgrid)),
             control: Some(control_port),
@@ -200,7 +210,8 @@ fn main() -> Result<()> {
         rps.push(r);
         cpu.push(c);
     }
-    let ([a, b, c, d], [_, cpu_b, cpu_c, cpu_d]) = (rps.as_slice(), cpu.as_slice()) else {
+    let ([a, b, c, _, d], [_, cpu_b, cpu_c, cpu_e, cpu_d]) = (rps.as_slice(), cpu.as_slice())
+    else {
         bail!("missing results");
     };
     println!();
@@ -218,6 +229,12 @@ fn main() -> Result<()> {
         "d/b = {:.2} by requests/s, {:.2} by CPU per request  (every request calls the control service)",
         d / b,
         cpu_b / cpu_d
+    );
+    println!(
+        "c - e = {:.1} µs of Envoy CPU per request for the decision; e - b = {:.1} µs for the \
+         binding (all headers read, a reply sent) against one header read",
+        cpu_c - cpu_e,
+        cpu_e - cpu_b
     );
     println!("b/a = {:.2}  (the cost of any Wasm filter in Envoy)", b / a);
     let size = std::fs::metadata(&tollgate_wasm)?.len();
