@@ -3,8 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
 use ureq::http::HeaderValue;
+
+use crate::{HarnessError, Result};
 
 /// What a client received.
 #[derive(Debug, Clone)]
@@ -97,16 +98,21 @@ impl Client {
             .uri(&url)
             .header("host", request.host);
         for (name, value) in &request.headers {
-            let value = HeaderValue::from_bytes(value)
-                .with_context(|| format!("header {name} is not sendable"))?;
+            let value = HeaderValue::from_bytes(value).map_err(|source| HarnessError::Header {
+                name: (*name).to_owned(),
+                source,
+            })?;
             builder = builder.header(*name, value);
         }
+        let what = format!("{} {url}", request.method);
         let started = Instant::now();
+        // The outer error is a request that cannot be built, the inner one no answer.
         let response = match request.body {
-            Some(body) => self.agent.run(builder.body(body.to_vec())?),
-            None => self.agent.run(builder.body(())?),
+            Some(body) => builder.body(body.to_vec()).map(|r| self.agent.run(r)),
+            None => builder.body(()).map(|r| self.agent.run(r)),
         }
-        .with_context(|| format!("{} {url}", request.method))?;
+        .map_err(HarnessError::http(&what))?
+        .map_err(HarnessError::http(&what))?;
         let status = response.status().as_u16();
         let headers = response
             .headers()

@@ -4,13 +4,14 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, Result};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::IntoResponse;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
+
+use crate::{HarnessError, Result};
 
 /// One request as the upstream saw it.
 #[derive(Debug, Clone)]
@@ -86,10 +87,15 @@ async fn echo(
 impl Echo {
     pub fn start() -> Result<Self> {
         let seen: Log = Arc::new(Mutex::new(Vec::new()));
-        let std_listener =
-            std::net::TcpListener::bind("127.0.0.1:0").context("binding the echo upstream")?;
-        std_listener.set_nonblocking(true)?;
-        let addr = std_listener.local_addr()?;
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .map_err(HarnessError::io("binding the echo upstream"))?;
+        // tokio takes over the listener and requires it non-blocking.
+        std_listener
+            .set_nonblocking(true)
+            .map_err(HarnessError::io("making the echo upstream non-blocking"))?;
+        let addr = std_listener
+            .local_addr()
+            .map_err(HarnessError::io("reading the echo upstream's address"))?;
         let (stop, stopped) = oneshot::channel::<()>();
         let state = Arc::clone(&seen);
         let thread = std::thread::spawn(move || {

@@ -4,9 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-
-use crate::wait_until;
+use crate::{wait_until, HarnessError, Result};
 
 /// The Envoy binary (`ENVOY_BIN`, else the one `make envoy` installs into `.venv`). Missing is
 /// an error that names the command to run; tests fail, they never skip.
@@ -17,6 +15,9 @@ pub fn binary() -> Result<PathBuf> {
 /// Worker threads of the Envoy the tests run: more than one, as state shared across workers
 /// is coming. The benchmark measures one worker.
 pub const TEST_WORKERS: u32 = 2;
+
+/// How long Envoy may take to say ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A running Envoy, stopped when dropped.
 pub struct Envoy {
@@ -32,11 +33,16 @@ impl Envoy {
     pub fn start(config: &str, admin_port: u16, workers: u32) -> Result<Self> {
         let dir =
             std::env::temp_dir().join(format!("tollgate-e2e-{}-{admin_port}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(&dir)
+            .map_err(HarnessError::io(format!("creating {}", dir.display())))?;
         let config_path = dir.join("envoy.yaml");
         let log_path = dir.join("envoy.log");
-        std::fs::write(&config_path, config)?;
-        let log = std::fs::File::create(&log_path)?;
+        std::fs::write(&config_path, config).map_err(HarnessError::io(format!(
+            "writing {}",
+            config_path.display()
+        )))?;
+        let log = std::fs::File::create(&log_path)
+            .map_err(HarnessError::io(format!("creating {}", log_path.display())))?;
         let child = Command::new(binary()?)
             .arg("-c")
             .arg(&config_path)
@@ -46,7 +52,7 @@ impl Envoy {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .context("starting envoy")?;
+            .map_err(HarnessError::io("starting envoy"))?;
         let mut envoy = Envoy {
             child,
             admin_port,
@@ -54,24 +60,32 @@ impl Envoy {
             log_path,
         };
         let admin = format!("http://127.0.0.1:{admin_port}/ready");
-        let ready = wait_until(Duration::from_secs(20), "envoy", || {
+        let ready = wait_until(READY_TIMEOUT, "envoy", || {
             if let Ok(Some(_)) = envoy.child.try_wait() {
                 return true;
             }
             ureq::get(&admin).call().is_ok()
         });
         if let Ok(Some(status)) = envoy.child.try_wait() {
-            bail!("envoy exited ({status}):\n{}", envoy.log());
+            return Err(HarnessError::EnvoyExited {
+                status,
+                log: envoy.log(),
+            });
         }
-        ready.with_context(|| envoy.log())?;
+        ready.map_err(|_| HarnessError::EnvoyNotReady {
+            timeout: READY_TIMEOUT,
+            log: envoy.log(),
+        })?;
         Ok(envoy)
     }
 
     /// Starts Envoy with a config it is expected to refuse: returns its log once it has
-    /// exited with a failure, or an error if it became ready (or kept running) instead.
+    /// exited with a failure, or an error if it became ready (or kept running) instead, or
+    /// could not be started at all.
     pub fn refuses(config: &str, admin_port: u16) -> Result<String> {
         let mut envoy = match Self::start(config, admin_port, TEST_WORKERS) {
-            Err(e) => return Ok(format!("{e:#}")),
+            Err(HarnessError::EnvoyExited { status, log }) if !status.success() => return Ok(log),
+            Err(e) => return Err(e),
             Ok(envoy) => envoy,
         };
         // Ready is not the end: a listener can still be rejected right after.
@@ -82,7 +96,7 @@ impl Envoy {
             }
         }
         let _ = envoy.child.kill();
-        bail!("envoy accepted the config:\n{}", envoy.log())
+        Err(HarnessError::EnvoyAccepted { log: envoy.log() })
     }
 
     /// Everything Envoy logged so far.
@@ -93,7 +107,13 @@ impl Envoy {
     /// A GET on the admin endpoint (`/stats`, `/stats/prometheus`, …).
     pub fn admin(&self, path: &str) -> Result<String> {
         let url = format!("http://127.0.0.1:{}{path}", self.admin_port);
-        Ok(ureq::get(&url).call()?.body_mut().read_to_string()?)
+        let what = format!("GET {url}");
+        ureq::get(&url)
+            .call()
+            .map_err(HarnessError::http(&what))?
+            .body_mut()
+            .read_to_string()
+            .map_err(HarnessError::http(&what))
     }
 
     /// The Envoy process (the wheel's launcher execs it), for CPU-time figures.
@@ -127,12 +147,13 @@ pub fn validate(config: &str) -> Result<Validation> {
         std::process::id(),
         crate::free_port()?
     ));
-    std::fs::write(&path, config)?;
+    std::fs::write(&path, config)
+        .map_err(HarnessError::io(format!("writing {}", path.display())))?;
     let out = Command::new(binary()?)
         .args(["--mode", "validate", "--disable-hot-restart", "-c"])
         .arg(&path)
         .output()
-        .context("running envoy --mode validate")?;
+        .map_err(HarnessError::io("running envoy --mode validate"))?;
     let _ = std::fs::remove_file(&path);
     let log = format!(
         "{}{}",

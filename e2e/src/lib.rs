@@ -6,14 +6,14 @@
 pub mod client;
 pub mod echo;
 pub mod envoy;
+pub mod error;
 pub mod stack;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-
+pub use error::{HarnessError, Result};
 pub use tollgate_testsupport::workspace;
 
 /// The filter module, built by `make wasm`. A missing module is an error, never a skip.
@@ -23,8 +23,12 @@ pub fn tollgate_wasm() -> Result<PathBuf> {
 
 /// A port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(HarnessError::io("binding 127.0.0.1:0"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(HarnessError::io("reading the bound address"))?;
+    Ok(addr.port())
 }
 
 /// Polls `ready` every 20 ms until it returns true or `timeout` passes.
@@ -36,5 +40,8 @@ pub fn wait_until(timeout: Duration, what: &str, mut ready: impl FnMut() -> bool
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    bail!("{what} was not ready after {timeout:?}")
+    Err(HarnessError::NotReady {
+        what: what.to_owned(),
+        timeout,
+    })
 }

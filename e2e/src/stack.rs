@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use tollgate::FilterConfig;
 use tollgate_cli::envoy::{render, EnvoyOptions};
@@ -12,7 +11,7 @@ use tollgate_cli::envoy::{render, EnvoyOptions};
 use crate::client::{Answer, Client, Request};
 use crate::echo::Echo;
 use crate::envoy::{Envoy, TEST_WORKERS};
-use crate::{free_port, tollgate_wasm, workspace};
+use crate::{free_port, tollgate_wasm, workspace, HarnessError, Result};
 
 /// The services of every 3scale JSON file given (any of the three shapes), in one
 /// `{"services": [...]}` document, each service's `api_backend` replaced by the local upstream
@@ -22,8 +21,11 @@ pub fn local_services(examples: &[&str], upstream: SocketAddr) -> Result<Value> 
     for example in examples {
         let path = workspace().join(example);
         let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let doc: Value = serde_json::from_str(&text)?;
+            .map_err(HarnessError::io(format!("reading {}", path.display())))?;
+        let doc: Value = serde_json::from_str(&text).map_err(|source| HarnessError::Json {
+            what: format!("parsing {}", path.display()),
+            source,
+        })?;
         let found: Vec<Value> = if let Some(list) = doc.get("services").and_then(Value::as_array) {
             list.clone()
         } else if let Some(content) = doc.pointer("/proxy_config/content") {
@@ -33,7 +35,9 @@ pub fn local_services(examples: &[&str], upstream: SocketAddr) -> Result<Value> 
                 .filter_map(|c| c.pointer("/proxy_config/content").cloned())
                 .collect()
         } else {
-            bail!("{example}: no services found");
+            return Err(HarnessError::NoServices {
+                example: (*example).to_owned(),
+            });
         };
         services.extend(found);
     }
@@ -58,14 +62,9 @@ pub fn filter_config(doc: &Value) -> Result<FilterConfig> {
     let loaded = tollgate::load(doc.to_string().as_bytes());
     match loaded.config {
         Some(config) if loaded.compiled.is_some() => Ok(config),
-        _ => {
-            let errors: Vec<String> = loaded
-                .diagnostics
-                .errors()
-                .map(ToString::to_string)
-                .collect();
-            bail!("invalid configuration:\n{}", errors.join("\n"))
-        }
+        _ => Err(HarnessError::InvalidConfig {
+            errors: loaded.diagnostics.errors().cloned().collect(),
+        }),
     }
 }
 
@@ -127,5 +126,5 @@ pub const EXAMPLES: [&str; 2] = ["examples/sendgrid.json", "examples/twitter.jso
 /// The example control-service data.
 pub fn control_data() -> Result<String> {
     let path = workspace().join("examples/control.yaml");
-    std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+    std::fs::read_to_string(&path).map_err(HarnessError::io(format!("reading {}", path.display())))
 }
