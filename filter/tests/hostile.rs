@@ -144,6 +144,16 @@ fn survives(call: HostCall, status: Status, kind: Kind) -> Vec<String> {
         .collect()
 }
 
+/// Fails with every failure listed, not just the first.
+fn assert_none(failures: &[String]) {
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 fn every_import_answering(status: Status) {
     let failures: Vec<String> = imported()
         .into_iter()
@@ -153,12 +163,7 @@ fn every_import_answering(status: Status) {
                 .flat_map(move |kind| survives(call, status, kind))
         })
         .collect();
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_none(&failures);
 }
 
 #[test]
@@ -207,12 +212,7 @@ fn a_hostile_configuration_phase_never_traps() {
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert_none(&failures);
 }
 
 /// Every call hostile at once, after configuring: nothing can be answered or logged, and the

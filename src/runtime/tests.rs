@@ -38,6 +38,15 @@ fn runtime(proxy_extra: Value, node: Option<&[u8]>) -> Runtime {
     Runtime::new(loaded.compiled.unwrap(), node)
 }
 
+/// A runtime for the test service, with fake host effects and fresh working memory.
+fn setup(proxy_extra: Value, node: Option<&[u8]>) -> (Runtime, FakeHost, Workspace) {
+    (
+        runtime(proxy_extra, node),
+        FakeHost::default(),
+        Workspace::new(),
+    )
+}
+
 fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut bytes = Vec::new();
     pairs::encode(
@@ -80,9 +89,7 @@ fn expected_call(path: &str) -> Action<'_> {
 
 #[test]
 fn an_authorized_request_goes_upstream_with_the_secret_token() {
-    let gw = runtime(json!({}), None);
-    let host = FakeHost::default();
-    let mut ws = Workspace::new();
+    let (gw, host, mut ws) = setup(json!({}), None);
     let mut flow = RequestFlow::new();
     let action =
         flow.on_request_headers(&gw, &mut ws, get("/v1?user_key=k1"), true, host.effects());
@@ -122,12 +129,10 @@ fn an_authorized_request_goes_upstream_with_the_secret_token() {
 
 #[test]
 fn local_denials_answer_with_the_service_errors_and_are_counted() {
-    let gw = runtime(
+    let (gw, host, mut ws) = setup(
         json!({"error_no_match": "no rule", "error_status_no_match": 404}),
         None,
     );
-    let host = FakeHost::default();
-    let mut ws = Workspace::new();
     let cases: [(HeaderMap, u16, &str, Outcome); 4] = [
         (
             get("/nothing?user_key=k1"),
@@ -174,12 +179,10 @@ fn local_denials_answer_with_the_service_errors_and_are_counted() {
 
 #[test]
 fn control_service_refusals_become_replies() {
-    let gw = runtime(
+    let (gw, host, mut ws) = setup(
         json!({"error_limits_exceeded": "slow down", "error_headers_limits_exceeded": "text/plain"}),
         None,
     );
-    let host = FakeHost::default();
-    let mut ws = Workspace::new();
     let mut answer_with = |answer: Option<HeaderMap>| {
         let mut flow = RequestFlow::new();
         let action =
@@ -253,9 +256,7 @@ fn control_service_refusals_become_replies() {
 
 #[test]
 fn a_call_the_host_cannot_send_is_an_unavailable_control_service() {
-    let gw = runtime(json!({}), None);
-    let host = FakeHost::default();
-    let mut ws = Workspace::new();
+    let (gw, host, mut ws) = setup(json!({}), None);
     let mut flow = RequestFlow::new();
     flow.on_request_headers(&gw, &mut ws, get("/v1?user_key=k1"), true, host.effects());
     let Action::Reply(reply) = flow.on_call_failed(&gw, host.effects()) else {
@@ -270,9 +271,7 @@ fn a_call_the_host_cannot_send_is_an_unavailable_control_service() {
 
 #[test]
 fn body_credentials_hold_the_request_until_the_body_ends() {
-    let gw = runtime(json!({}), None);
-    let host = FakeHost::default();
-    let mut ws = Workspace::new();
+    let (gw, host, mut ws) = setup(json!({}), None);
     let mut flow = RequestFlow::new();
     let post = form_post("/v1/orders", &[]);
     assert_eq!(
@@ -306,9 +305,7 @@ fn body_credentials_hold_the_request_until_the_body_ends() {
 
 #[test]
 fn trailers_end_a_held_body() {
-    let gw = runtime(json!({}), None);
-    let host = FakeHost::default();
-    let mut ws = Workspace::new();
+    let (gw, host, mut ws) = setup(json!({}), None);
     let mut flow = RequestFlow::new();
     flow.on_request_headers(
         &gw,
@@ -331,9 +328,7 @@ fn trailers_end_a_held_body() {
 
 #[test]
 fn bodies_over_the_limit_are_never_waited_for() {
-    let gw = runtime(json!({}), None);
-    let host = FakeHost::default();
-    let mut ws = Workspace::new();
+    let (gw, host, mut ws) = setup(json!({}), None);
     // Announced too large: decided at the headers, without the body.
     let mut flow = RequestFlow::new();
     let big = form_post("/v1/orders", &[("content-length", " 65537 ")]);
@@ -378,9 +373,7 @@ fn bodies_over_the_limit_are_never_waited_for() {
 
 #[test]
 fn an_answer_after_the_stream_ended_is_ignored() {
-    let gw = runtime(json!({}), None);
-    let host = FakeHost::default();
-    let mut ws = Workspace::new();
+    let (gw, host, mut ws) = setup(json!({}), None);
     let mut flow = RequestFlow::new();
     flow.on_request_headers(&gw, &mut ws, get("/v1?user_key=k1"), true, host.effects());
     flow.on_stream_end();
@@ -394,9 +387,7 @@ fn an_answer_after_the_stream_ended_is_ignored() {
 
 #[test]
 fn the_debug_headers_need_the_service_token() {
-    let gw = runtime(json!({}), Some(b"edge-1"));
-    let host = FakeHost::default();
-    let mut ws = Workspace::new();
+    let (gw, host, mut ws) = setup(json!({}), Some(b"edge-1"));
     let ok = headers(&[(":status", "200")]);
     let mut run = |token: &str| {
         let mut flow = RequestFlow::new();
