@@ -4,6 +4,7 @@
 //!
 //! `cargo run -p tollgate-testhost --example allocations`
 
+use anyhow::{anyhow, bail, Result};
 use tollgate_testhost::{Host, Outcome, Stream, NO_HEADERS};
 
 const SG: &str = "api.sendgrid.example";
@@ -19,32 +20,35 @@ fn request<'h>(host: &'h Host, path: &str) -> Stream<'h> {
 }
 
 /// 404, no mapping rule: decided without a callout.
-fn local_deny(host: &Host) -> Result<Option<u64>, String> {
+fn local_deny(host: &Host) -> Result<Option<u64>> {
     let s = request(host, "/nothing/here?api_user=a&api_key=b");
     match s.outcome() {
         Outcome::LocalReply(r) if r.status == 404 => Ok(s.allocations()),
-        other => Err(format!("expected a local 404, got {other:?}")),
+        other => bail!("expected a local 404, got {other:?}"),
     }
 }
 
 /// Authorized through the control service, then the upstream's response.
-fn authorized(host: &Host) -> Result<Option<u64>, String> {
+fn authorized(host: &Host) -> Result<Option<u64>> {
     let s = request(host, "/api/mail.send.json?api_user=a&api_key=b");
-    let call = s.pending_calls().into_iter().next().ok_or("no callout")?;
+    let call = s
+        .pending_calls()
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("no callout"))?;
     call.respond(200, NO_HEADERS, b"");
     if s.outcome().upstream().is_none() {
-        return Err(format!("not authorized: {:?}", s.outcome()));
+        bail!("not authorized: {:?}", s.outcome());
     }
     s.response(&[(":status", "200")]);
     Ok(s.allocations())
 }
 
-fn main() -> Result<(), String> {
-    let wasm = tollgate_testsupport::tollgate_wasm().map_err(|e| e.to_string())?;
-    let config = tollgate_testsupport::read(&tollgate_testsupport::example("sendgrid.json"))
-        .map_err(|e| e.to_string())?;
+fn main() -> Result<()> {
+    let wasm = tollgate_testsupport::tollgate_wasm()?;
+    let config = tollgate_testsupport::read(&tollgate_testsupport::example("sendgrid.json"))?;
     println!("allocations per request in tollgate.wasm (test host, examples/sendgrid.json)");
-    type Outcome = fn(&Host) -> Result<Option<u64>, String>;
+    type Outcome = fn(&Host) -> Result<Option<u64>>;
     let outcomes: [(&str, Outcome, u64); 2] = [
         ("local deny (404, no mapping rule)", local_deny, 4),
         ("authorized (control service)", authorized, 10),
@@ -54,8 +58,7 @@ fn main() -> Result<(), String> {
         let host = Host::builder(&wasm)
             .plugin_config(config.clone())
             .cluster("tollgate_control_service")
-            .build()
-            .map_err(|e| e.to_string())?;
+            .build()?;
         let mut counts = Vec::new();
         for _ in 0..REQUESTS {
             counts.push(run(&host)?);
