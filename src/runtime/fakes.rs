@@ -148,23 +148,23 @@ impl SharedStore for FakeStore {
         expected: Option<Version>,
     ) -> Result<Swap, StoreError> {
         self.check()?;
-        let version = self.bump();
         let mut entries = self.entries.borrow_mut();
         match (entries.get_mut(key), expected) {
             (Some(entry), Some(Version(want))) => {
                 if self.lose.get() > 0 {
                     self.lose.set(self.lose.get() - 1);
                     // The other worker's write: same bytes, new version.
-                    entry.1 = version;
+                    entry.1 = self.bump();
                     return Ok(Swap::Lost);
                 }
                 if entry.1 != want {
                     return Ok(Swap::Lost);
                 }
-                *entry = (value.to_vec(), version);
+                *entry = (value.to_vec(), self.bump());
             }
-            (Some(entry), None) => *entry = (value.to_vec(), version),
+            (Some(entry), None) => *entry = (value.to_vec(), self.bump()),
             (None, _) => {
+                let version = self.bump();
                 entries.insert(key.to_vec(), (value.to_vec(), version));
             }
         }

@@ -477,6 +477,16 @@ fn the_fake_store_behaves_as_envoys_shared_data() {
             .unwrap(),
         Swap::Lost
     );
+    // A lost swap writes nothing, not even a new version.
+    let second = store.get(b"k").unwrap().unwrap();
+    assert_eq!(second.value, b"2");
+    assert_eq!(
+        store
+            .compare_and_swap(b"k", b"3", Some(first.version))
+            .unwrap(),
+        Swap::Lost
+    );
+    assert_eq!(store.get(b"k").unwrap().unwrap(), second);
     assert_eq!(
         store.compare_and_swap(b"k", b"4", None).unwrap(),
         Swap::Done
