@@ -100,7 +100,7 @@ clean:
 ## committed seeds, failing on any crash; fuzz: the same for longer (default 300 s each), and
 ## building on what earlier runs found. See fuzz/README.md.
 .PHONY: fuzz fuzz-smoke
-FUZZ_TARGETS ?= load decide matcher
+FUZZ_TARGETS ?= load decide flow matcher
 # address (cargo-fuzz's default) or none: faster (the core has no unsafe code), but a stack
 # overflow then kills the fuzzer without a report or a saved input.
 FUZZ_SANITIZER ?= address

@@ -1,4 +1,4 @@
-//! Writes the seed corpora: fuzz/corpus/{load,decide,matcher}/<name>.
+//! Writes the seed corpora: fuzz/corpus/{load,decide,flow,matcher}/<name>.
 //!
 //!     cd fuzz && cargo run --example seeds
 //!
@@ -301,6 +301,20 @@ fn decide_seeds(dir: &Path) {
         let bytes = input.encode();
         assert_eq!(DecideInput::decode(&bytes), input, "{name} round-trips");
         write(dir, name, &bytes);
+        // The same request for `flow`, with event scripts (fuzz_targets/flow.rs): end of stream
+        // then the control service's 200 answer; a body in two parts, read, then a limits
+        // answer; trailers, then the stream's end, then a late answer.
+        let flow = dir.with_file_name("flow");
+        for (suffix, script) in [
+            ("ok", &[1u8, 3, 6][..]),
+            ("body", &[0, 8 * 3, 8 * 7 + 8, 2, 8 + 3]),
+            ("ended", &[0, 1, 2, 7, 3]),
+        ] {
+            let mut seed = bytes.clone();
+            seed.extend_from_slice(script);
+            seed.push(u8::try_from(script.len()).unwrap_or(0));
+            write(&flow, &format!("{name}-{suffix}"), &seed);
+        }
     }
 }
 
