@@ -151,7 +151,11 @@ pub extern "C" fn proxy_on_http_call_response(
 ) {
     with((), |c| {
         let Some(id) = c.shared.calls.remove(&token) else {
-            unknown("an answer to call", token);
+            // Its request ended first (the client went away): nothing to do.
+            log(
+                LogLevel::Info,
+                &format!("the answer to call {token} came after its request ended"),
+            );
             return;
         };
         if let Some(s) = c.streams.get_mut(&id) {
