@@ -21,6 +21,13 @@ pub enum PairsError {
     TrailingBytes(usize),
 }
 
+impl PairsError {
+    /// Maps come from the host, never straight from a client.
+    pub fn fault(&self) -> crate::Fault {
+        crate::Fault::Internal
+    }
+}
+
 /// A checked, serialized header map. Names and values are bytes (they need not be UTF-8).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HeaderMap {

@@ -82,6 +82,12 @@ pub struct RegexRejected {
     message: String,
 }
 
+impl RegexRejected {
+    pub fn fault(&self) -> crate::Fault {
+        crate::Fault::Configuration
+    }
+}
+
 /// A rule that makes the configuration unacceptable (a limit, a pattern nested too deep).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {

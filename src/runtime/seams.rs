@@ -68,6 +68,12 @@ pub struct StoreError {
     pub status: u32,
 }
 
+impl StoreError {
+    pub fn fault(&self) -> crate::Fault {
+        crate::Fault::Internal
+    }
+}
+
 /// A key-value store shared by every worker of a gateway (Envoy's shared data), with Envoy's
 /// semantics:
 /// - there is no delete, so key spaces must be bounded by whoever uses the store;
