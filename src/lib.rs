@@ -1,10 +1,11 @@
 //! tollgate's core: 3scale configuration in, APIcast's decisions out.
 //!
-//! Host-free: no proxy-wasm, no I/O, no clock. The filter, the CLI and the benchmarks are faces
-//! over the same pipeline:
+//! Host-free: no proxy-wasm, no I/O, no clock of its own. The filter, the CLI and the benchmarks
+//! are faces over the same pipeline (ARCHITECTURE.md has the map):
 //!
 //! ```text
-//! bytes ─ load() ─▶ FilterConfig ─ compile() ─▶ Compiled ─ decide(&RequestView) ─▶ Decision
+//! bytes ─ load() ─▶ FilterConfig ─ compile() ─▶ Compiled ─ decide(&RequestView, now) ─▶ Decision
+//! per request: runtime::RequestFlow: host events ─▶ decide ─▶ actions (reply, call, forward)
 //! ```
 
 pub mod args;

@@ -71,8 +71,7 @@ impl OutcomeCounters {
 
 impl Counters for OutcomeCounters {
     fn increment(&self, outcome: Outcome) {
-        let index = Outcome::ALL.iter().position(|o| *o == outcome);
-        if let Some(Some(id)) = index.and_then(|i| self.ids.get(i)) {
+        if let Some(Some(id)) = self.ids.get(outcome.index()) {
             if let Err(e) = host::increment_counter(*id) {
                 log(
                     LogLevel::Warn,

@@ -180,9 +180,11 @@ pub extern "C" fn proxy_on_log(_id: u32) {}
 #[no_mangle]
 pub extern "C" fn proxy_on_delete(id: u32) {
     with((), |c| {
-        if c.streams.remove(&id).is_some() {
+        if let Some(stream) = c.streams.remove(&id) {
             // A call still out for this stream will find nobody.
-            c.shared.calls.retain(|_, stream| *stream != id);
+            if let Some(token) = stream.call() {
+                c.shared.calls.remove(&token);
+            }
         } else {
             c.roots.remove(&id);
         }

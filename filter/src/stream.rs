@@ -6,7 +6,8 @@ use std::rc::Rc;
 use hashbrown::HashMap;
 use tollgate::pairs::{self, HeaderMap};
 use tollgate::runtime::seams::Effects;
-use tollgate::runtime::{Action, ControlCall, LocalReply, RequestFlow, UpstreamEdits, Workspace};
+use tollgate::runtime::{Action, ControlCall, RequestFlow, UpstreamEdits, Workspace};
+use tollgate::Reply;
 
 use crate::effects::{log, HostClock, HostLog};
 use crate::host::{self, Buffer, Headers, HostError, LogLevel};
@@ -33,6 +34,8 @@ const NO_TRAILERS: [u8; 4] = [0; 4];
 pub struct Stream {
     configured: Option<Rc<Configured>>,
     flow: RequestFlow,
+    /// The token of this stream's call while it is out.
+    call: Option<u32>,
 }
 
 /// Where an action is carried out: it decides what "go on" means.
@@ -74,7 +77,13 @@ impl Stream {
         Stream {
             configured,
             flow: RequestFlow::new(),
+            call: None,
         }
+    }
+
+    /// The token of this stream's call, if one is out.
+    pub fn call(&self) -> Option<u32> {
+        self.call
     }
 
     pub fn on_request_headers(&mut self, id: u32, shared: &mut Shared, end_of_stream: bool) -> u32 {
@@ -83,13 +92,13 @@ impl Stream {
                 LogLevel::Error,
                 "a request arrived before any configuration",
             );
-            return reply(&mut shared.wire, LocalReply::INTERNAL_ERROR);
+            return reply(&mut shared.wire, Reply::INTERNAL_ERROR);
         }
         let headers = match host::header_map(Headers::Request) {
             Ok(bytes) => HeaderMap::parse(bytes),
             Err(e) => {
                 host_failure("cannot read the request headers", e);
-                return reply(&mut shared.wire, LocalReply::INTERNAL_ERROR);
+                return reply(&mut shared.wire, Reply::INTERNAL_ERROR);
             }
         };
         match headers {
@@ -101,7 +110,7 @@ impl Stream {
             ),
             Err(e) => {
                 log(LogLevel::Error, &format!("the host's request headers: {e}"));
-                reply(&mut shared.wire, LocalReply::INTERNAL_ERROR)
+                reply(&mut shared.wire, Reply::INTERNAL_ERROR)
             }
         }
     }
@@ -129,6 +138,7 @@ impl Stream {
 
     /// The control service answered (`num_headers == 0`: the call failed without an answer).
     pub fn on_call_answer(&mut self, id: u32, shared: &mut Shared, num_headers: usize) {
+        self.call = None;
         if let Err(e) = host::set_effective_context(id) {
             // Nothing can reach this stream now; Envoy ends it at its idle timeout.
             host_failure("cannot act on the request the answer is for", e);
@@ -201,6 +211,7 @@ impl Stream {
                 Action::Call(call) => match dispatch(&mut shared.wire, call) {
                     Ok(token) => {
                         shared.calls.insert(token, id);
+                        self.call = Some(token);
                         return PAUSE;
                     }
                     Err(e) => {
@@ -214,7 +225,7 @@ impl Stream {
             };
         }
         log(LogLevel::Error, "the request flow did not settle");
-        reply(&mut shared.wire, LocalReply::INTERNAL_ERROR)
+        reply(&mut shared.wire, Reply::INTERNAL_ERROR)
     }
 }
 
@@ -229,9 +240,9 @@ fn dispatch(wire: &mut Vec<u8>, call: ControlCall<'_>) -> Result<u32, HostError>
 
 /// Sends a local reply. If the host refuses it, the stream is reset rather than let through:
 /// a request the gateway did not authorize never reaches the upstream.
-fn reply(wire: &mut Vec<u8>, reply: LocalReply<'_>) -> u32 {
+fn reply(wire: &mut Vec<u8>, reply: Reply<'_>) -> u32 {
     reply.encode_headers(wire);
-    if let Err(e) = host::send_local_response(reply.status, wire, reply.body) {
+    if let Err(e) = host::send_local_response(reply.response.status, wire, reply.response.body) {
         host_failure("cannot send the local reply", e);
         if let Err(e) = host::close_request() {
             host_failure("cannot reset the request either", e);
@@ -254,14 +265,14 @@ fn forward(wire: &mut Vec<u8>, edits: UpstreamEdits<'_>, phase: Phase) -> u32 {
         });
     if let Err(e) = edited {
         host_failure("cannot edit the upstream request", e);
-        return reply(wire, LocalReply::INTERNAL_ERROR);
+        return reply(wire, Reply::INTERNAL_ERROR);
     }
     match phase {
         Phase::Request => CONTINUE,
         Phase::CallAnswer => {
             if let Err(e) = host::resume_request() {
                 host_failure("cannot resume the request", e);
-                return reply(wire, LocalReply::INTERNAL_ERROR);
+                return reply(wire, Reply::INTERNAL_ERROR);
             }
             CONTINUE
         }

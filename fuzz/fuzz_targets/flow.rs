@@ -79,7 +79,11 @@ impl Seen {
                 self.answered_ok = true;
             }
             Action::Reply(r) => {
-                assert!((200..=599).contains(&r.status), "status {}", r.status);
+                assert!(
+                    (200..=599).contains(&r.response.status),
+                    "status {}",
+                    r.response.status
+                );
                 self.settled = true;
                 self.waiting_for_body = false;
             }

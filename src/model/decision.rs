@@ -107,6 +107,11 @@ impl Outcome {
         Outcome::MatchLimit,
     ];
 
+    /// The outcome's position in [`Outcome::ALL`] (its declaration order), for tables.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Outcome::Authorized => "authorized",
@@ -144,6 +149,46 @@ pub struct Response<'c> {
 pub struct Reply<'c> {
     pub response: Response<'c>,
     pub retry_after: Option<u64>,
+}
+
+impl Reply<'static> {
+    /// The answer when the gateway itself cannot work (no configuration, a host failure).
+    pub const INTERNAL_ERROR: Reply<'static> = Reply {
+        response: Response {
+            status: 500,
+            content_type: "text/plain; charset=utf-8",
+            body: "",
+        },
+        retry_after: None,
+    };
+}
+
+impl Reply<'_> {
+    /// Serializes the reply's headers as a host's header map into `out`: its content type,
+    /// and `Retry-After` when it has one.
+    pub fn encode_headers(&self, out: &mut Vec<u8>) {
+        let mut digits = [0u8; 20];
+        let retry_after = self.retry_after.map(|s| decimal(s, &mut digits));
+        let content_type = (&b"content-type"[..], self.response.content_type.as_bytes());
+        let retry = retry_after.map(|d| (&b"retry-after"[..], d));
+        crate::pairs::encode(std::iter::once(content_type).chain(retry), out);
+    }
+}
+
+/// `n` in decimal, without allocating.
+pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        if let Some(d) = buf.get_mut(at) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || at == 0 {
+            break;
+        }
+    }
+    buf.get(at..).unwrap_or_default()
 }
 
 /// What the gateway decided about one request. The matched rules and the usage are in the
@@ -261,5 +306,19 @@ impl Scratch {
     /// `(metric, total)`, totals > 0, in metric-name order.
     pub fn usage(&self) -> &[(MetricIndex, i64)] {
         &self.rules.usage
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Outcome;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn outcome_indices_are_positions_in_all() {
+        for (i, outcome) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(outcome.index(), i, "{outcome:?}");
+        }
     }
 }

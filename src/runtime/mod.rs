@@ -25,9 +25,9 @@ use crate::backend::{OPTIONS_HEADER, OPTIONS_VALUE};
 use crate::credentials::Credentials;
 use crate::forward::{DEBUG_HEADER, SECRET_TOKEN_HEADER};
 use crate::index::{MetricIndex, RuleIndex, ServiceIndex};
-use crate::model::decision::{Outcome, Scratch, Verdict};
+use crate::model::decision::{Outcome, Reply, Scratch, Verdict};
 use crate::model::Compiled;
-use crate::pairs::{self, HeaderMap};
+use crate::pairs::HeaderMap;
 use crate::request::RequestView;
 
 use seams::{Effects, Level};
@@ -104,53 +104,6 @@ impl<'a> ControlCall<'a> {
     }
 }
 
-/// A local answer to the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LocalReply<'a> {
-    pub status: u16,
-    pub content_type: &'a str,
-    pub body: &'a str,
-    /// `Retry-After`, in seconds, for exceeded limits.
-    pub retry_after: Option<u64>,
-}
-
-impl LocalReply<'static> {
-    /// The answer when the gateway itself cannot work (no configuration, a host failure).
-    pub const INTERNAL_ERROR: LocalReply<'static> = LocalReply {
-        status: 500,
-        content_type: "text/plain; charset=utf-8",
-        body: "",
-        retry_after: None,
-    };
-}
-
-impl LocalReply<'_> {
-    /// Serializes the reply's headers as a host's header map into `out`.
-    pub fn encode_headers(&self, out: &mut Vec<u8>) {
-        let mut digits = [0u8; 20];
-        let retry_after = self.retry_after.map(|s| decimal(s, &mut digits));
-        let content_type = (&b"content-type"[..], self.content_type.as_bytes());
-        let retry = retry_after.map(|d| (&b"retry-after"[..], d));
-        pairs::encode(std::iter::once(content_type).chain(retry), out);
-    }
-}
-
-/// `n` in decimal, without allocating.
-fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        if let Some(d) = buf.get_mut(at) {
-            *d = b'0' + (n % 10) as u8;
-        }
-        n /= 10;
-        if n == 0 || at == 0 {
-            break;
-        }
-    }
-    buf.get(at..).unwrap_or_default()
-}
-
 /// What changes on the request before it goes upstream: the debug header never leaves, and
 /// the secret-token header is the service's (or absent), never the client's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,7 +132,7 @@ pub enum Action<'a> {
     /// [`RequestFlow::on_call_answer`] (or [`RequestFlow::on_call_failed`] if it cannot be sent).
     Call(ControlCall<'a>),
     /// Answer the client; the request goes no further.
-    Reply(LocalReply<'a>),
+    Reply(Reply<'a>),
     /// Apply the edits and let the request go upstream (resume it if it was held).
     Forward(UpstreamEdits<'a>),
 }
@@ -400,15 +353,12 @@ impl RequestFlow {
         match decision.verdict {
             Verdict::Deny(reason) => {
                 effects.counters.increment(reason.outcome());
-                let reply = match decision.response() {
-                    Some(r) => LocalReply {
-                        status: r.status,
-                        content_type: r.content_type,
-                        body: r.body,
+                let reply = decision
+                    .response()
+                    .map_or(Reply::INTERNAL_ERROR, |response| Reply {
+                        response,
                         retry_after: None,
-                    },
-                    None => LocalReply::INTERNAL_ERROR,
-                };
+                    });
                 Action::Reply(reply)
             }
             Verdict::Authorize => {
@@ -418,7 +368,7 @@ impl RequestFlow {
                         Level::Error,
                         format_args!("an authorization without its service or credentials"),
                     );
-                    return Action::Reply(LocalReply::INTERNAL_ERROR);
+                    return Action::Reply(Reply::INTERNAL_ERROR);
                 };
                 call_path.clear();
                 service.write_authrep(&credentials, scratch.usage(), call_path);
@@ -455,7 +405,7 @@ impl RequestFlow {
         effects: Effects<'_>,
     ) -> Action<'a> {
         let Some(service) = runtime.model.service(pending.service) else {
-            return Action::Reply(LocalReply::INTERNAL_ERROR);
+            return Action::Reply(Reply::INTERNAL_ERROR);
         };
         let (outcome, reply) = service.reply_for(answer);
         effects.counters.increment(outcome);
@@ -478,12 +428,7 @@ impl RequestFlow {
             }
         }
         if let Some(reply) = reply {
-            return Action::Reply(LocalReply {
-                status: reply.response.status,
-                content_type: reply.response.content_type,
-                body: reply.response.body,
-                retry_after: reply.retry_after,
-            });
+            return Action::Reply(reply);
         }
         if let Some(debug) = pending.debug {
             self.response_headers = service.debug_headers(

@@ -7,6 +7,8 @@ use super::fakes::{FakeHost, FakeStore};
 use super::seams::{update, Level, SharedStore, Swap, Updated, Version};
 use super::*;
 use crate::load;
+use crate::model::decision::{decimal, Response};
+use crate::pairs;
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -165,7 +167,11 @@ fn local_denials_answer_with_the_service_errors_and_are_counted() {
             panic!("{outcome:?}: {action:?}");
         };
         assert_eq!(
-            (reply.status, reply.body, reply.retry_after),
+            (
+                reply.response.status,
+                reply.response.body,
+                reply.retry_after
+            ),
             (status, body, None)
         );
         assert_eq!(host.counters.counted().last(), Some(&outcome));
@@ -190,9 +196,9 @@ fn control_service_refusals_become_replies() {
         assert_eq!(action, expected_call(AUTHREP_V1));
         match flow.on_call_answer(&gw, answer.as_ref(), host.effects()) {
             Action::Reply(r) => (
-                r.status,
-                r.body.to_owned(),
-                r.content_type.to_owned(),
+                r.response.status,
+                r.response.body.to_owned(),
+                r.response.content_type.to_owned(),
                 r.retry_after,
             ),
             other => panic!("{other:?}"),
@@ -262,7 +268,7 @@ fn a_call_the_host_cannot_send_is_an_unavailable_control_service() {
     let Action::Reply(reply) = flow.on_call_failed(&gw, host.effects()) else {
         panic!("no reply");
     };
-    assert_eq!(reply.status, 403);
+    assert_eq!(reply.response.status, 403);
     assert_eq!(host.counters.counted(), vec![Outcome::ControlServiceError]);
     // A second report of the same call changes nothing.
     assert_eq!(flow.on_call_failed(&gw, host.effects()), Action::Continue);
@@ -323,7 +329,7 @@ fn trailers_end_a_held_body() {
     let Action::Reply(reply) = flow.on_body(&gw, &mut ws, None, host.effects()) else {
         panic!("no reply");
     };
-    assert_eq!(reply.status, 401);
+    assert_eq!(reply.response.status, 401);
 }
 
 #[test]
@@ -336,7 +342,7 @@ fn bodies_over_the_limit_are_never_waited_for() {
     else {
         panic!("no reply");
     };
-    assert_eq!(reply.status, 401);
+    assert_eq!(reply.response.status, 401);
     // Grown too large while streaming: decided without it as soon as it passes the limit.
     let mut flow = RequestFlow::new();
     flow.on_request_headers(
@@ -350,7 +356,7 @@ fn bodies_over_the_limit_are_never_waited_for() {
     else {
         panic!("no reply");
     };
-    assert_eq!(reply.status, 401);
+    assert_eq!(reply.response.status, 401);
     // Within the limit, with credentials in the query: no need to wait at all for a GET.
     let mut flow = RequestFlow::new();
     assert!(matches!(
@@ -430,10 +436,12 @@ fn the_node_name_defaults_to_tollgate() {
 #[test]
 fn reply_headers_are_encoded_for_the_host() {
     let mut out = Vec::new();
-    let reply = LocalReply {
-        status: 429,
-        content_type: "text/plain",
-        body: "slow down",
+    let reply = Reply {
+        response: Response {
+            status: 429,
+            content_type: "text/plain",
+            body: "slow down",
+        },
         retry_after: Some(120),
     };
     reply.encode_headers(&mut out);
@@ -446,7 +454,7 @@ fn reply_headers_are_encoded_for_the_host() {
             (b"retry-after", b"120")
         ]
     );
-    LocalReply::INTERNAL_ERROR.encode_headers(&mut out);
+    Reply::INTERNAL_ERROR.encode_headers(&mut out);
     assert_eq!(HeaderMap::parse(out).unwrap().len(), 1);
     let mut digits = [0u8; 20];
     assert_eq!(decimal(0, &mut digits), b"0");
