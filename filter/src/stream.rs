@@ -94,24 +94,14 @@ impl Stream {
             );
             return reply(&mut shared.wire, Reply::INTERNAL_ERROR);
         }
-        let headers = match host::header_map(Headers::Request) {
-            Ok(bytes) => HeaderMap::parse(bytes),
-            Err(e) => {
-                host_failure("cannot read the request headers", e);
-                return reply(&mut shared.wire, Reply::INTERNAL_ERROR);
-            }
-        };
-        match headers {
-            Ok(headers) => self.run(
+        match read_headers(Headers::Request, "the request headers") {
+            Some(headers) => self.run(
                 id,
                 shared,
                 Event::Headers(headers, end_of_stream),
                 Phase::Request,
             ),
-            Err(e) => {
-                log(LogLevel::Error, &format!("the host's request headers: {e}"));
-                reply(&mut shared.wire, Reply::INTERNAL_ERROR)
-            }
+            None => reply(&mut shared.wire, Reply::INTERNAL_ERROR),
         }
     }
 
@@ -148,17 +138,7 @@ impl Stream {
         let answer = if num_headers == 0 {
             None
         } else {
-            match host::header_map(Headers::CallResponse).map(HeaderMap::parse) {
-                Ok(Ok(headers)) => Some(headers),
-                Ok(Err(e)) => {
-                    log(LogLevel::Error, &format!("the host's answer headers: {e}"));
-                    None
-                }
-                Err(e) => {
-                    host_failure("cannot read the control service's answer", e);
-                    None
-                }
-            }
+            read_headers(Headers::CallResponse, "the control service's answer")
         };
         self.run(id, shared, Event::CallAnswer(answer), Phase::CallAnswer);
     }
@@ -226,6 +206,24 @@ impl Stream {
         }
         log(LogLevel::Error, "the request flow did not settle");
         reply(&mut shared.wire, Reply::INTERNAL_ERROR)
+    }
+}
+
+/// One header map from the host, read and checked; a failure is logged as `what`'s.
+fn read_headers(which: Headers, what: &str) -> Option<HeaderMap> {
+    match host::header_map(which).map(HeaderMap::parse) {
+        Ok(Ok(headers)) => Some(headers),
+        Ok(Err(e)) => {
+            log(
+                LogLevel::Error,
+                &format!("the host sent malformed {what}: {e}"),
+            );
+            None
+        }
+        Err(e) => {
+            host_failure(&format!("cannot read {what}"), e);
+            None
+        }
     }
 }
 
