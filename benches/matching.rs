@@ -32,8 +32,9 @@ use std::time::{Duration, Instant};
 use tollgate::args::RequestArgs;
 use tollgate::config::FilterConfigPaths;
 use tollgate::config::{
-    BackendEndpoint, BackendVersion, ControlServiceAuth, ControlServiceAuthKind, CredentialsConfig,
-    ErrorsConfig, FilterConfig, MappingRuleConfig, Secret, ServiceConfig, UpstreamConfig,
+    Authorization, BackendEndpoint, BackendVersion, ControlServiceAuth, ControlServiceAuthKind,
+    CredentialsConfig, ErrorsConfig, FilterConfig, MappingRuleConfig, Secret, ServiceConfig,
+    UpstreamConfig,
 };
 use tollgate::path::{self, PathBuffers};
 use tollgate::rules::query::QueryCondition;
@@ -400,11 +401,12 @@ fn service_config(rules: &[RuleSpec]) -> FilterConfig {
         id: "2555417777820".into(),
         name: "bench-api".into(),
         hosts: vec![HOST.into()],
-        backend_version: BackendVersion::UserKey,
-        control_service_auth: ControlServiceAuth {
+        authorization: Authorization::Threescale,
+        backend_version: Some(BackendVersion::UserKey),
+        control_service_auth: Some(ControlServiceAuth {
             kind: ControlServiceAuthKind::ServiceToken,
             value: Secret("8f1b2c3d4e5f60718293a4b5c6d7e8f9".into()),
-        },
+        }),
         backend: BackendEndpoint {
             endpoint: Some("https://su1.3scale.net".into()),
             host: None,

@@ -53,8 +53,9 @@ use serde_json::{json, Value};
 use tollgate::args::RequestArgs;
 use tollgate::config::FilterConfigPaths;
 use tollgate::config::{
-    BackendEndpoint, BackendVersion, ControlServiceAuth, ControlServiceAuthKind, CredentialsConfig,
-    ErrorsConfig, FilterConfig, MappingRuleConfig, Secret, ServiceConfig, UpstreamConfig,
+    Authorization, BackendEndpoint, BackendVersion, ControlServiceAuth, ControlServiceAuthKind,
+    CredentialsConfig, ErrorsConfig, FilterConfig, MappingRuleConfig, Secret, ServiceConfig,
+    UpstreamConfig,
 };
 use tollgate::path::{self, PathBuffers};
 use tollgate::rules::query::QueryCondition;
@@ -115,11 +116,12 @@ fn service_config(rules: Vec<MappingRuleConfig>, line_max: u32) -> FilterConfig 
         id: "2555417777820".into(),
         name: "worst-cases".into(),
         hosts: vec![HOST.into()],
-        backend_version: BackendVersion::UserKey,
-        control_service_auth: ControlServiceAuth {
+        authorization: Authorization::Threescale,
+        backend_version: Some(BackendVersion::UserKey),
+        control_service_auth: Some(ControlServiceAuth {
             kind: ControlServiceAuthKind::ServiceToken,
             value: Secret("8f1b2c3d4e5f60718293a4b5c6d7e8f9".into()),
-        },
+        }),
         backend: BackendEndpoint {
             endpoint: Some("https://su1.3scale.net".into()),
             host: None,
@@ -704,6 +706,7 @@ fn child_decide(family: &Family, variant: Variant) -> Value {
     });
     let verdict_name = match verdict {
         Verdict::Authorize => "authorize".to_owned(),
+        Verdict::Forward => "forward".to_owned(),
         Verdict::Deny(reason) => format!("deny {}", reason.as_str()),
     };
     // Refused at the bound on matching work is an outcome of the matcher too.

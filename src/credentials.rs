@@ -61,7 +61,8 @@ impl Credentials<'_> {
 /// Per-service extraction settings, precomputed at configure time.
 #[derive(Debug, Clone)]
 pub struct CredentialSource {
-    version: BackendVersion,
+    /// `None`: no `backend_version`, so APIcast finds no credentials at all.
+    version: Option<BackendVersion>,
     location: CredentialsLocation,
     user_key: Name,
     app_id: Name,
@@ -98,7 +99,7 @@ pub struct Sources<'r> {
 }
 
 impl CredentialSource {
-    pub fn new(version: BackendVersion, config: &CredentialsConfig) -> Self {
+    pub fn new(version: Option<BackendVersion>, config: &CredentialsConfig) -> Self {
         Self {
             version,
             location: config.location,
@@ -111,11 +112,11 @@ impl CredentialSource {
 
     /// Whether credentials may come from an urlencoded body (the `query` location's fallback).
     pub fn reads_body(&self) -> bool {
-        self.location == CredentialsLocation::Query
+        self.version.is_some() && self.location == CredentialsLocation::Query
     }
 
     pub fn extract<'r>(&self, src: Sources<'r>) -> Option<Credentials<'r>> {
-        match self.version {
+        match self.version? {
             BackendVersion::UserKey => {
                 let user_key = match self.location {
                     CredentialsLocation::Query => from_query(&self.user_key, src),
@@ -279,7 +280,7 @@ mod tests {
 
     fn source(version: BackendVersion, location: CredentialsLocation) -> CredentialSource {
         CredentialSource::new(
-            version,
+            Some(version),
             &CredentialsConfig {
                 location,
                 ..CredentialsConfig::default()
@@ -335,9 +336,24 @@ mod tests {
     }
 
     #[test]
+    fn without_a_backend_version_nothing_is_found() {
+        // configuration/service.lua has no extractor for a missing version.
+        let s = CredentialSource::new(None, &CredentialsConfig::default());
+        assert_eq!(
+            extract(&s, &[], "user_key=k1&app_id=a&app_key=b", None),
+            None
+        );
+        assert_eq!(
+            extract(&s, &[("Authorization", b"Bearer t")], "", None),
+            None
+        );
+        assert!(!s.reads_body(), "nothing to wait for");
+    }
+
+    #[test]
     fn renamed_query_parameters() {
         let s = CredentialSource::new(
-            BackendVersion::AppIdKey,
+            Some(BackendVersion::AppIdKey),
             &CredentialsConfig {
                 location: CredentialsLocation::Query,
                 user_key: "user_key".into(),
@@ -364,7 +380,7 @@ mod tests {
     #[test]
     fn headers_location() {
         let s = CredentialSource::new(
-            BackendVersion::UserKey,
+            Some(BackendVersion::UserKey),
             &CredentialsConfig {
                 location: CredentialsLocation::Headers,
                 user_key: "X-Api-Key".into(),

@@ -35,7 +35,7 @@ pub use credentials::Credentials;
 pub use diagnostics::{Diagnostic, Diagnostics, Severity};
 pub use fault::Fault;
 pub use index::{MetricIndex, RuleIndex, ServiceIndex};
-pub use load::{load, Loaded, SourceFormat};
+pub use load::{load, load_with, LoadOptions, Loaded, SourceFormat};
 pub use model::decision::{Decision, DenyReason, Outcome, Reply, Response, Scratch, Verdict};
 pub use model::{compile, decision, Compiled, Service};
 pub use request::{Headers, RequestView};

@@ -31,7 +31,22 @@ pub struct Loaded {
     pub diagnostics: Diagnostics,
 }
 
+/// How a 3scale document is imported (a FilterConfig has nothing to choose).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Policies of the services' chains the caller accepts the gateway will not run (by name,
+    /// with or without APIcast's `apicast.policy.` prefix). Without this, a policy tollgate
+    /// does not implement is an error when skipping it makes the gateway do less. A 3scale
+    /// document can also name them itself: `"tollgate": {"accept_skipped_policies": […]}`.
+    pub accept_skipped_policies: Vec<String>,
+}
+
+/// Loads with the default [`LoadOptions`].
 pub fn load(bytes: &[u8]) -> Loaded {
+    load_with(bytes, &LoadOptions::default())
+}
+
+pub fn load_with(bytes: &[u8], options: &LoadOptions) -> Loaded {
     let mut diagnostics = Diagnostics::new();
     let loaded = |format, config, compiled, diagnostics| Loaded {
         format,
@@ -74,7 +89,8 @@ pub fn load(bytes: &[u8]) -> Loaded {
             diagnostics,
         );
     }
-    let Some(translation) = translate(&root, &mut diagnostics) else {
+    let Some(translation) = translate(&root, &options.accept_skipped_policies, &mut diagnostics)
+    else {
         return loaded(Some(SourceFormat::ThreeScale), None, None, diagnostics);
     };
     if !translation.complete && translation.config.services.is_empty() {

@@ -599,3 +599,128 @@ fn the_request_line_limit_is_configurable_and_checked() {
         assert_eq!(d.path, "request_line_max_bytes", "{d}");
     }
 }
+
+fn loaded(doc: Value) -> Compiled {
+    let loaded = load(doc.to_string().as_bytes());
+    assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics);
+    loaded.compiled.unwrap()
+}
+
+#[test]
+fn without_a_token_authrep_carries_the_service_id_and_credentials_only() {
+    // backend_client.lua: `{ service_id = … }`, plus `<type>=<value>` only with a type.
+    let mut s = service(42, json!([r("GET", "/", "hits", 2)]));
+    let o = s.as_object_mut().unwrap();
+    o.remove("backend_authentication_type");
+    o.remove("backend_authentication_value");
+    let c = compiled(json!([s]));
+    let seen = decide(&c, get("/?user_key=value"));
+    assert_eq!(
+        seen.authrep.as_deref(),
+        Some("/transactions/authrep.xml?service_id=42&user_key=value&usage%5Bhits%5D=2")
+    );
+}
+
+#[test]
+fn tolerated_shapes_decide_as_apicast() {
+    // No id: service_id=default.
+    let mut s = service(1, json!([r("GET", "/", "hits", 1)]));
+    s.as_object_mut().unwrap().remove("id");
+    let seen = decide(&compiled(json!([s])), get("/?user_key=k"));
+    assert!(seen
+        .authrep
+        .unwrap()
+        .starts_with("/transactions/authrep.xml?service_id=default&service_token=token-value&"));
+
+    // No proxy: the host localhost, no rules, so 401 without credentials, 404 with them.
+    let c = loaded(json!({"services": [{"id": 7, "backend_version": 1}]}));
+    assert_eq!(
+        decide(&c, get("/")).verdict,
+        Verdict::Deny(DenyReason::AuthMissing)
+    );
+    let seen = decide(&c, get("/?user_key=k"));
+    assert_eq!(seen.verdict, Verdict::Deny(DenyReason::NoMatch));
+    assert_eq!(seen.status, Some(404));
+
+    // No backend_version: APIcast finds no credentials, whatever the request carries.
+    let mut s = service(1, json!([r("GET", "/", "hits", 1)]));
+    s.as_object_mut().unwrap().remove("backend_version");
+    let c = compiled(json!([s]));
+    for target in ["/?user_key=k", "/?app_id=a&app_key=b", "/?access_token=t"] {
+        let seen = decide(&c, get(target));
+        assert_eq!(
+            seen.verdict,
+            Verdict::Deny(DenyReason::AuthMissing),
+            "{target}"
+        );
+        assert_eq!(seen.status, Some(401));
+        assert_eq!(
+            seen.body.as_deref(),
+            Some("Authentication parameters missing")
+        );
+    }
+    let seen = decide(&c, get("/").header("Authorization", b"Bearer t"));
+    assert_eq!(seen.verdict, Verdict::Deny(DenyReason::AuthMissing));
+
+    // The same id twice: the second service is skipped whole, hosts included.
+    let first = service(5, json!([r("GET", "/", "hits", 1)]));
+    let mut second = service(5, json!([r("GET", "/", "hits", 1)]));
+    second["proxy"]["hosts"] = json!(["second.example"]);
+    let c = compiled(json!([first, second]));
+    let seen = decide(&c, get("/?user_key=k").host("second.example"));
+    assert_eq!(seen.verdict, Verdict::Deny(DenyReason::UnknownService));
+    assert_eq!((seen.status, seen.body.as_deref()), (Some(404), Some("")));
+
+    // No services: every request is for an unknown host.
+    let c = loaded(json!({"services": []}));
+    assert_eq!(
+        decide(&c, get("/?user_key=k")).verdict,
+        Verdict::Deny(DenyReason::UnknownService)
+    );
+}
+
+#[test]
+fn a_chain_without_the_apicast_policy_forwards_without_asking() {
+    let mut s = service(3, json!([r("GET", "/only", "hits", 1)]));
+    s["proxy"]["policy_chain"] = json!([{"name": "logging"}]);
+    let c = compiled(json!([s]));
+    // No credentials, no rule, no call: forwarded.
+    for target in ["/", "/elsewhere?x=1", "/only?user_key=k"] {
+        let seen = decide(&c, get(target));
+        assert_eq!(seen.verdict, Verdict::Forward, "{target}");
+        assert_eq!((seen.status, seen.authrep), (None, None), "{target}");
+        assert!(seen.matched.is_empty());
+    }
+    let form = get("/").method("POST").form("user_key=k");
+    assert_eq!(decide(&c, form).verdict, Verdict::Forward);
+    let headers: Vec<(&str, &[u8])> = vec![("content-type", b"application/x-www-form-urlencoded")];
+    assert!(
+        !c.wants_body(b"POST", b"localhost", &headers),
+        "nothing to read a body for"
+    );
+    // What NGINX refuses before any policy runs is still refused, and other hosts are unknown.
+    assert_eq!(
+        decide(&c, get("/../x")).verdict,
+        Verdict::Deny(DenyReason::BadRequest(BadPath::AboveRoot))
+    );
+    assert_eq!(
+        decide(&c, get("/").host("other.example")).verdict,
+        Verdict::Deny(DenyReason::UnknownService)
+    );
+}
+
+#[test]
+fn last_is_true_for_every_value_but_false() {
+    // mapping_rules_matcher.lua: `if rule.last then break end`.
+    for last in [json!("false"), json!(0), json!(""), json!("true")] {
+        let mut first = r("GET", "/", "hits", 1);
+        first["last"] = last.clone();
+        let c = compiled(json!([service(
+            1,
+            json!([first, r("GET", "/a", "hits", 10)])
+        )]));
+        let seen = decide(&c, get("/a?user_key=k"));
+        assert_eq!(seen.matched, ["/"], "last: {last}");
+        assert!(seen.authrep.unwrap().ends_with("&usage%5Bhits%5D=1"));
+    }
+}

@@ -1526,6 +1526,12 @@ fn check_decision(
             );
             prop_assert!(out.starts_with("/transactions/"));
         }
+        Verdict::Forward => {
+            prop_assert!(response.is_none());
+            let service = decision.service.expect("a forward names its service");
+            prop_assert!(!service.authorizes());
+            prop_assert!(decision.credentials.is_none());
+        }
         Verdict::Deny(reason) => {
             let r = response.expect("a denial has a response");
             prop_assert!((200..=599).contains(&r.status));

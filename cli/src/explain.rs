@@ -224,6 +224,7 @@ fn explanation(decision: &Decision<'_, '_>, scratch: &Scratch) -> Explanation {
     let service = decision.service;
     let (outcome, reason) = match decision.verdict {
         Verdict::Authorize => ("authorize", None),
+        Verdict::Forward => ("forward", None),
         Verdict::Deny(r) => ("deny", Some(r.as_str())),
     };
     let response = decision.response();
@@ -350,6 +351,10 @@ fn text(e: &Explanation, decision: &Decision<'_, '_>) -> String {
                 line("authrep", format!("GET {q}"));
             }
         }
+        Verdict::Forward => line(
+            "outcome",
+            "forward: the service does not authorize with 3scale (no apicast policy)".into(),
+        ),
         Verdict::Deny(reason) => {
             line("outcome", format!("deny: {reason}"));
             if let (Some(s), Some(ct), Some(b)) = (e.status, &e.content_type, &e.body) {

@@ -66,6 +66,12 @@ fn check(compiled: &Compiled, req: &RequestView<'_>, scratch: &mut Scratch, out:
             );
             assert!(out.starts_with("/transactions/"), "authrep target: {out:?}");
         }
+        Verdict::Forward => {
+            assert!(response.is_none(), "a forward with a response");
+            let service = decision.service.expect("a forward names its service");
+            assert!(!service.authorizes(), "a forward for a service that authorizes");
+            assert!(decision.credentials.is_none(), "a forward with credentials");
+        }
         Verdict::Deny(reason) => {
             let r = response.expect("a denial has a response");
             assert!((200..=599).contains(&r.status), "status {}", r.status);

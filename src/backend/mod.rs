@@ -57,14 +57,17 @@ pub fn write_authrep(req: AuthrepRequest<'_, '_>, out: &mut String) {
     }
 }
 
-/// `service_id=<id>&<service_token|provider_key>=<value>`, encoded.
-pub fn service_params(service_id: &str, auth_param: &str, auth_value: &str) -> String {
+/// `service_id=<id>&<service_token|provider_key>=<value>`, encoded; only `service_id=<id>`
+/// for a service without a token (APIcast's `backend_client.lua` sends none then).
+pub fn service_params(service_id: &str, auth: Option<(&str, &str)>) -> String {
     let mut s = String::from("service_id=");
     percent::encode_into(service_id.as_bytes(), &mut s);
-    s.push('&');
-    s.push_str(auth_param);
-    s.push('=');
-    percent::encode_into(auth_value.as_bytes(), &mut s);
+    if let Some((param, value)) = auth {
+        s.push('&');
+        s.push_str(param);
+        s.push('=');
+        percent::encode_into(value.as_bytes(), &mut s);
+    }
     s
 }
 
@@ -94,7 +97,7 @@ mod tests {
         write_authrep(
             AuthrepRequest {
                 version: BackendVersion::AppIdKey,
-                service_params: &service_params("42", "service_token", "tok en+/="),
+                service_params: &service_params("42", Some(("service_token", "tok en+/="))),
                 credentials: &creds,
                 usage: &mut usage,
             },
@@ -117,7 +120,7 @@ mod tests {
         write_authrep(
             AuthrepRequest {
                 version: BackendVersion::UserKey,
-                service_params: &service_params("1", "provider_key", "pk"),
+                service_params: &service_params("1", Some(("provider_key", "pk"))),
                 credentials: &creds,
                 usage: &mut usage,
             },

@@ -50,8 +50,13 @@ pub enum CredentialName {
 pub enum ServiceField {
     Whole,
     Id,
+    /// Whether the service authorizes (a 3scale policy chain).
+    Authorization,
+    BackendVersion,
     Hosts,
     Host(usize),
+    /// The control-service token as a whole (type and value).
+    ControlServiceAuth,
     AuthValue,
     BackendEndpoint,
     BackendHost,
@@ -82,6 +87,8 @@ pub enum Loc<'a> {
     Services,
     Service(usize, ServiceField),
     Rule(usize, usize, RuleField<'a>),
+    /// An entry of `skipped_policies`.
+    SkippedPolicy(usize),
 }
 
 /// Renders a [`Loc`] as a JSON path of the source document.
@@ -103,8 +110,11 @@ impl SourcePaths for FilterConfigPaths {
                 let tail = match field {
                     ServiceField::Whole => return base,
                     ServiceField::Id => "id".into(),
+                    ServiceField::Authorization => "authorization".into(),
+                    ServiceField::BackendVersion => "backend_version".into(),
                     ServiceField::Hosts => "hosts".into(),
                     ServiceField::Host(k) => format!("hosts[{k}]"),
+                    ServiceField::ControlServiceAuth => "control_service_auth".into(),
                     ServiceField::AuthValue => "control_service_auth.value".into(),
                     ServiceField::BackendEndpoint => "backend.endpoint".into(),
                     ServiceField::BackendHost => "backend.host".into(),
@@ -142,6 +152,7 @@ impl SourcePaths for FilterConfigPaths {
                 };
                 format!("services[{i}].mapping_rules[{j}].{f}")
             }
+            Loc::SkippedPolicy(k) => format!("skipped_policies[{k}]"),
         }
     }
 }

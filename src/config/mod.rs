@@ -56,6 +56,22 @@ pub struct FilterConfig {
     pub request_line_max_bytes: u32,
     pub control_service: ControlServiceConfig,
     pub services: Vec<ServiceConfig>,
+    /// Policies of the services' chains the gateway does not run: the provider accepted
+    /// skipping them (or they only change logging). A record for whoever reads this document;
+    /// each is reported as a warning when the configuration is loaded. Absent in documents
+    /// written before it existed.
+    #[serde(default)]
+    pub skipped_policies: Vec<SkippedPolicy>,
+}
+
+/// A policy of a service's chain that the gateway does not run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SkippedPolicy {
+    /// The service's id.
+    pub service: String,
+    /// The policy's name, without APIcast's `apicast.policy.` prefix.
+    pub policy: String,
 }
 
 /// How the filter reaches the control service (3scale's Service Management API).
@@ -85,14 +101,34 @@ pub struct ServiceConfig {
     pub name: String,
     /// Public host names, matched case-insensitively without port.
     pub hosts: Vec<String>,
-    pub backend_version: BackendVersion,
-    /// How the gateway authenticates itself to the control service.
-    pub control_service_auth: ControlServiceAuth,
+    /// Whether requests are authorized with the control service at all. Absent in documents
+    /// written before it existed (which all authorize).
+    #[serde(default)]
+    pub authorization: Authorization,
+    /// Which credentials identify an application; `null`: none can be found (APIcast's
+    /// behaviour without `backend_version`), so every request gets the auth-missing error.
+    pub backend_version: Option<BackendVersion>,
+    /// How the gateway authenticates itself to the control service; `null` (or absent): it
+    /// sends no token, only `service_id` and the application's credentials.
+    #[serde(default)]
+    pub control_service_auth: Option<ControlServiceAuth>,
     pub backend: BackendEndpoint,
     pub credentials: CredentialsConfig,
     pub upstream: UpstreamConfig,
     pub errors: ErrorsConfig,
     pub mapping_rules: Vec<MappingRuleConfig>,
+}
+
+/// Whether a service's requests are authorized with the control service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Authorization {
+    /// Credentials, mapping rules and an authrep call: APIcast's `apicast` policy.
+    #[default]
+    Threescale,
+    /// Forwarded to the upstream without any of those: a policy chain without the `apicast`
+    /// policy.
+    None,
 }
 
 /// 3scale's `backend_version`: which credentials identify an application.
@@ -302,6 +338,7 @@ impl FilterConfig {
             request_line_max_bytes: DEFAULT_REQUEST_LINE_MAX_BYTES,
             control_service: ControlServiceConfig::default(),
             services,
+            skipped_policies: Vec::new(),
         }
     }
 

@@ -9,7 +9,7 @@ use crate::backend;
 use crate::config::location::{
     CredentialName, ErrorField, ErrorKind, Loc, RuleField, ServiceField, SourcePaths,
 };
-use crate::config::{FilterConfig, ServiceConfig};
+use crate::config::{Authorization, FilterConfig, ServiceConfig};
 use crate::credentials::CredentialSource;
 use crate::diagnostics::Diagnostics;
 use crate::index::{MetricIndex, ServiceIndex};
@@ -41,9 +41,10 @@ pub fn compile(
 ) -> Option<Compiled> {
     let errors_before = diags.errors().count();
     if config.services.is_empty() {
-        diags.error(
+        diags.warning(
             paths.path(Loc::Services),
-            "the configuration has no services",
+            "the configuration has no services: every request gets the unknown-host answer \
+             (404, empty body)",
         );
     }
     let cluster = &config.control_service.cluster;
@@ -103,6 +104,16 @@ pub fn compile(
             services.push(service);
         }
     }
+    for (k, skipped) in config.skipped_policies.iter().enumerate() {
+        diags.warning(
+            paths.path(Loc::SkippedPolicy(k)),
+            format!(
+                "the gateway does not run policy '{}' of service '{}': tollgate does not \
+                 implement it",
+                skipped.policy, skipped.service
+            ),
+        );
+    }
     let control_url = agreed_control_url(&services, paths, diags);
     if diags.errors().count() > errors_before {
         return None;
@@ -136,6 +147,10 @@ fn index_hosts(
     }
     for (k, host) in svc.hosts.iter().enumerate() {
         let at = paths.path(Loc::Service(i, ServiceField::Host(k)));
+        if let Some(why) = not_a_host_name(host) {
+            diags.error(at, why);
+            continue;
+        }
         let mut buf = [0u8; MAX_HOST_LEN];
         let Some(normalized) = normalize_host(host.as_bytes(), &mut buf) else {
             diags.error(at, "host name is longer than 255 characters");
@@ -179,6 +194,34 @@ fn index_hosts(
         }
     }
     claimed.into()
+}
+
+/// Why `host` (as configured) is not a host name at all: a URL, or a host with a path, query
+/// or user. APIcast compares the request's host with it as text, so such a host never matches
+/// a request (`https://x/` is not the host `https`).
+fn not_a_host_name(host: &str) -> Option<String> {
+    let authority_end = |s: &str| s.find(['/', '?', '#']).unwrap_or(s.len());
+    if let Some((_, rest)) = host.split_once("://") {
+        let authority = rest.get(..authority_end(rest)).unwrap_or(rest);
+        let name = authority.rsplit('@').next().unwrap_or(authority);
+        return Some(format!(
+            "'{host}' is a URL, not a host name: write its host name ('{name}')"
+        ));
+    }
+    let end = authority_end(host);
+    if end < host.len() {
+        let name = host.get(..end).unwrap_or(host);
+        return Some(format!(
+            "'{host}' has a path or a query: hosts are host names only ('{name}'); a service \
+             is found by host alone"
+        ));
+    }
+    if host.contains(['@', '\\']) {
+        return Some(format!(
+            "'{host}' is not a host name ('@' and '\\' have no place in one)"
+        ));
+    }
+    None
 }
 
 /// Whether a normalised host can be a virtual host's domain in a proxy's route table: Envoy
@@ -247,15 +290,41 @@ fn compile_service(
     let at = |f: ServiceField| paths.path(Loc::Service(i, f));
     let mut ok = true;
 
-    if svc.control_service_auth.value.expose().is_empty() {
-        diags.error(
-            at(ServiceField::AuthValue),
-            format!(
-                "the {} is empty: the control service would refuse every call",
-                svc.control_service_auth.kind.param()
-            ),
+    let authorizes = svc.authorization == Authorization::Threescale;
+    match &svc.control_service_auth {
+        Some(auth) if auth.value.expose().is_empty() => {
+            diags.error(
+                at(ServiceField::AuthValue),
+                format!(
+                    "the {} is empty: the control service would refuse every call",
+                    auth.kind.param()
+                ),
+            );
+            ok = false;
+        }
+        None if authorizes => diags.warning(
+            at(ServiceField::ControlServiceAuth),
+            "no control-service token (backend_authentication_type and _value): the control \
+             service is called without a token, with service_id and the credentials only, as \
+             APIcast calls it",
+        ),
+        _ => {}
+    }
+    if authorizes && svc.backend_version.is_none() {
+        diags.warning(
+            at(ServiceField::BackendVersion),
+            "no backend_version: APIcast finds no credentials for this service, so every \
+             request gets the auth-missing error, and so does tollgate",
         );
-        ok = false;
+    }
+    if !authorizes {
+        diags.warning(
+            at(ServiceField::Authorization),
+            "no 'apicast' policy: APIcast does not authorize these requests with 3scale, and \
+             neither does tollgate: no credentials, mapping rules or control-service call, and \
+             no secret token; they are forwarded to api_backend (APIcast itself proxies only \
+             where another policy of the chain picks an upstream)",
+        );
     }
 
     let backend_endpoint = match &svc.backend.endpoint {
@@ -277,7 +346,11 @@ fn compile_service(
         None | Some("") => {
             diags.warning(
                 at(ServiceField::ApiBackend),
-                "no api_backend: requests are authorized, then answered 404 (no upstream)",
+                if authorizes {
+                    "no api_backend: requests are authorized, then answered 404 (no upstream)"
+                } else {
+                    "no api_backend: requests are answered 404 (no upstream)"
+                },
             );
             None
         }
@@ -470,6 +543,7 @@ fn compile_service(
         return None;
     }
     let credentials = CredentialSource::new(svc.backend_version, &svc.credentials);
+    let auth = svc.control_service_auth.as_ref();
     let control_authority = match (&svc.backend.host, &backend_endpoint) {
         (Some(h), _) if !h.is_empty() => h.clone(),
         (_, Some(url)) => url.host_header(),
@@ -479,9 +553,10 @@ fn compile_service(
         index: ServiceIndex::from_usize(i),
         id: svc.id.as_str().into(),
         name: svc.name.as_str().into(),
+        authorizes,
         backend_version: svc.backend_version,
-        auth_kind: svc.control_service_auth.kind,
-        auth_value: svc.control_service_auth.value.clone(),
+        auth_kind: auth.map(|a| a.kind),
+        auth_value: auth.map(|a| a.value.clone()).unwrap_or_default(),
         backend_endpoint,
         backend_host: svc.backend.host.as_deref().map(Into::into),
         upstream: Upstream {
@@ -501,8 +576,7 @@ fn compile_service(
         metrics,
         service_params: backend::service_params(
             &svc.id,
-            svc.control_service_auth.kind.param(),
-            svc.control_service_auth.value.expose(),
+            auth.map(|a| (a.kind.param(), a.value.expose())),
         ),
     })
 }

@@ -91,10 +91,13 @@ pub enum Outcome {
     UriTooLong,
     /// Refused because matching would cost more than the bound on one decision.
     MatchLimit,
+    /// Forwarded without authorization: the service does not authorize with 3scale (its
+    /// policy chain has no `apicast` policy).
+    Forwarded,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 10] = [
+    pub const ALL: [Outcome; 11] = [
         Outcome::Authorized,
         Outcome::AuthMissing,
         Outcome::AuthFailed,
@@ -105,6 +108,7 @@ impl Outcome {
         Outcome::BadRequest,
         Outcome::UriTooLong,
         Outcome::MatchLimit,
+        Outcome::Forwarded,
     ];
 
     /// The outcome's position in [`Outcome::ALL`] (its declaration order), for tables.
@@ -124,6 +128,7 @@ impl Outcome {
             Outcome::BadRequest => "bad_request",
             Outcome::UriTooLong => "uri_too_long",
             Outcome::MatchLimit => "match_limit",
+            Outcome::Forwarded => "forwarded",
         }
     }
 }
@@ -132,6 +137,9 @@ impl Outcome {
 pub enum Verdict {
     /// Ask the control service (authrep) with the credentials and usage.
     Authorize,
+    /// Send the request upstream without asking anyone: the service does not authorize with
+    /// 3scale (no `apicast` policy in its chain), so no credentials or rules were looked at.
+    Forward,
     Deny(DenyReason),
 }
 

@@ -107,6 +107,13 @@ impl Compiled {
         let Some(service) = self.service_for_authority(req.authority) else {
             return deny(None, None, DenyReason::UnknownService);
         };
+        if !service.authorizes {
+            return Decision {
+                service: Some(service),
+                credentials: None,
+                verdict: Verdict::Forward,
+            };
+        }
         let args = RequestArgs {
             query: path::raw_query(req.target),
             body: self.body_args(req),
@@ -145,7 +152,8 @@ impl Compiled {
         let Some(service) = self.service_for_authority(authority) else {
             return false;
         };
-        (service.credentials.reads_body() || service.rules.has_conditions())
+        service.authorizes
+            && (service.credentials.reads_body() || service.rules.has_conditions())
             && any_header_contains(headers, b"content-type", URLENCODED)
     }
 

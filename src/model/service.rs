@@ -91,8 +91,12 @@ pub struct Service {
     pub(super) index: ServiceIndex,
     pub(super) id: Box<str>,
     pub(super) name: Box<str>,
-    pub(super) backend_version: BackendVersion,
-    pub(super) auth_kind: ControlServiceAuthKind,
+    /// Whether requests are authorized with the control service (else forwarded as they are).
+    pub(super) authorizes: bool,
+    pub(super) backend_version: Option<BackendVersion>,
+    /// `None`: calls carry no token.
+    pub(super) auth_kind: Option<ControlServiceAuthKind>,
+    /// Empty when calls carry no token.
     pub(super) auth_value: Secret,
     pub(super) backend_endpoint: Option<HttpUrl>,
     pub(super) backend_host: Option<Box<str>>,
@@ -124,12 +128,20 @@ impl Service {
         &self.name
     }
 
-    pub fn backend_version(&self) -> BackendVersion {
+    /// Whether requests are authorized with the control service; `false`: they are forwarded
+    /// upstream as they are ([`crate::Verdict::Forward`]).
+    pub fn authorizes(&self) -> bool {
+        self.authorizes
+    }
+
+    /// `None`: the service has none, so no request has credentials.
+    pub fn backend_version(&self) -> Option<BackendVersion> {
         self.backend_version
     }
 
-    /// How the gateway authenticates itself to the control service.
-    pub fn auth_kind(&self) -> ControlServiceAuthKind {
+    /// How the gateway authenticates itself to the control service; `None`: it sends no
+    /// token.
+    pub fn auth_kind(&self) -> Option<ControlServiceAuthKind> {
         self.auth_kind
     }
 
@@ -222,7 +234,8 @@ impl Service {
         });
         backend::write_authrep(
             AuthrepRequest {
-                version: self.backend_version,
+                // Without a version no request has credentials, so no call is written.
+                version: self.backend_version.unwrap_or(BackendVersion::UserKey),
                 service_params: &self.service_params,
                 credentials,
                 usage: &mut pairs,

@@ -351,6 +351,12 @@ impl RequestFlow {
         } = workspace;
         let decision = model.decide(&view, effects.clock.now(), scratch);
         match decision.verdict {
+            // No apicast policy: no call, and no secret token (APIcast's apicast policy sets
+            // it), so the client's is removed too.
+            Verdict::Forward => {
+                effects.counters.increment(Outcome::Forwarded);
+                Action::Forward(UpstreamEdits { secret_token: None })
+            }
             Verdict::Deny(reason) => {
                 effects.counters.increment(reason.outcome());
                 let reply = decision

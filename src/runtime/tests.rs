@@ -536,3 +536,24 @@ fn updates_retry_lost_races_within_their_bound() {
     store.refuse(Some(10));
     assert!(update(&store, b"n", 2, increment).is_err());
 }
+
+#[test]
+fn a_service_without_the_apicast_policy_forwards_at_once_without_the_secret_token() {
+    let (gw, host, mut ws) = setup(json!({"policy_chain": [{"name": "logging"}]}), None);
+    let mut flow = RequestFlow::new();
+    // A body that would be read for credentials elsewhere, and the debug header: neither
+    // matters, nothing is asked and nothing is added.
+    let request = form_post("/anything", &[("x-3scale-debug", "svc-token")]);
+    let action = flow.on_request_headers(&gw, &mut ws, request, false, host.effects());
+    assert_eq!(
+        action,
+        Action::Forward(UpstreamEdits { secret_token: None })
+    );
+    assert!(!flow.is_calling());
+    assert_eq!(host.counters.counted(), vec![Outcome::Forwarded]);
+    assert!(flow.on_response_headers().is_empty());
+    assert_eq!(
+        flow.on_request_body(&gw, &mut ws, 10, true, host.effects()),
+        Action::Continue
+    );
+}

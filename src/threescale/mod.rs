@@ -15,11 +15,19 @@ use crate::config::location::{
     CredentialName, ErrorField, ErrorKind, Loc, RuleField, ServiceField, SourcePaths,
 };
 use crate::config::{
-    BackendEndpoint, BackendVersion, ControlServiceAuth, ControlServiceAuthKind, CredentialsConfig,
-    CredentialsLocation, ErrorResponseConfig, ErrorsConfig, FilterConfig, MappingRuleConfig,
-    Secret, ServiceConfig, UpstreamConfig,
+    Authorization, BackendEndpoint, BackendVersion, ControlServiceAuth, ControlServiceAuthKind,
+    CredentialsConfig, CredentialsLocation, ErrorResponseConfig, ErrorsConfig, FilterConfig,
+    MappingRuleConfig, Secret, ServiceConfig, SkippedPolicy, UpstreamConfig,
 };
 use crate::diagnostics::{index, join, Diagnostics};
+
+mod policies;
+mod reader;
+mod suggest;
+
+use policies::{policy_chain, Acceptance};
+use reader::{kind_of, lua_text, Reader, COMPARED};
+use suggest::Fields;
 
 /// Where each FilterConfig service (and each of its rules) came from in the 3scale document.
 #[derive(Debug, Clone, Default)]
@@ -27,6 +35,8 @@ pub struct ThreescalePaths {
     services: Vec<SourceService>,
     /// `services`, `proxy_configs` or `proxy_config.content`: the list as a whole.
     list: String,
+    /// The policy object of each entry of `skipped_policies`.
+    skipped: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -58,6 +68,8 @@ impl SourcePaths for ThreescalePaths {
                 let tail = match field {
                     ServiceField::Whole => return b,
                     ServiceField::Id => "id".into(),
+                    ServiceField::Authorization => "proxy.policy_chain".into(),
+                    ServiceField::BackendVersion => "backend_version".into(),
                     ServiceField::Hosts => "proxy.hosts".into(),
                     ServiceField::Host(k) => {
                         match self.services.get(i).and_then(|s| s.hosts.as_ref()) {
@@ -67,7 +79,9 @@ impl SourcePaths for ThreescalePaths {
                             None => "proxy.hosts".into(),
                         }
                     }
-                    ServiceField::AuthValue => "backend_authentication_value".into(),
+                    ServiceField::ControlServiceAuth | ServiceField::AuthValue => {
+                        "backend_authentication_value".into()
+                    }
                     ServiceField::BackendEndpoint => "proxy.backend.endpoint".into(),
                     ServiceField::BackendHost => "proxy.backend.host".into(),
                     ServiceField::ApiBackend => "proxy.api_backend".into(),
@@ -110,6 +124,7 @@ impl SourcePaths for ThreescalePaths {
                     .unwrap_or(j);
                 format!("{}.proxy.proxy_rules[{source_rule}].{f}", base(i))
             }
+            Loc::SkippedPolicy(k) => self.skipped.get(k).cloned().unwrap_or_default(),
         }
     }
 }
@@ -126,141 +141,31 @@ pub struct Translation {
     pub complete: bool,
 }
 
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
+/// The top level of a 3scale document.
+const DOCUMENT_FIELDS: Fields = Fields {
+    read: &[
+        "services",
+        "proxy_config",
+        "proxy_configs",
+        "provider_key",
+        "tollgate",
+    ],
+    ignored: &["id", "timestamp", "oidc"],
+};
 
-/// Reads typed fields out of a JSON object, reporting wrong types at their path.
-struct Reader<'a, 'd> {
-    obj: &'a Map<String, Value>,
-    path: String,
-    diags: &'d mut Diagnostics,
-    failed: bool,
-}
-
-impl<'a, 'd> Reader<'a, 'd> {
-    fn new(obj: &'a Map<String, Value>, path: String, diags: &'d mut Diagnostics) -> Self {
-        Self {
-            obj,
-            path,
-            diags,
-            failed: false,
-        }
-    }
-
-    fn at(&self, key: &str) -> String {
-        join(&self.path, key)
-    }
-
-    /// The value of `key`, `None` when missing or null.
-    fn value(&self, key: &str) -> Option<&'a Value> {
-        self.obj.get(key).filter(|v| !v.is_null())
-    }
-
-    fn wrong(&mut self, key: &str, expected: &str, found: &Value) {
-        let at = self.at(key);
-        self.diags
-            .error(at, format!("expected {expected}, found {}", kind_of(found)));
-        self.failed = true;
-    }
-
-    fn string(&mut self, key: &str) -> Option<String> {
-        match self.value(key)? {
-            Value::String(s) => Some(s.clone()),
-            other => {
-                self.wrong(key, "a string", other);
-                None
-            }
-        }
-    }
-
-    /// A string, or an integer written as a number (ids, statuses).
-    fn string_or_integer(&mut self, key: &str) -> Option<String> {
-        match self.value(key)? {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
-            other => {
-                self.wrong(key, "a string or an integer", other);
-                None
-            }
-        }
-    }
-
-    fn bool(&mut self, key: &str) -> Option<bool> {
-        match self.value(key)? {
-            Value::Bool(b) => Some(*b),
-            other => {
-                self.wrong(key, "true or false", other);
-                None
-            }
-        }
-    }
-
-    /// An integer, as a JSON number (`2`, `2.0`) or a numeric string (`"2"`): Lua coerces both.
-    fn integer(&mut self, key: &str) -> Option<i64> {
-        let v = self.value(key)?;
-        let parsed = match v {
-            Value::Number(n) => n.as_i64().or_else(|| {
-                n.as_f64()
-                    .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
-                    .map(|f| f as i64)
-            }),
-            Value::String(s) => s.trim().parse::<i64>().ok(),
-            _ => None,
-        };
-        if parsed.is_none() {
-            let at = self.at(key);
-            match v {
-                Value::String(s) => self.diags.error_quoting(
-                    at,
-                    format!("expected an integer, found \"{s}\""),
-                    "expected an integer, found \"…\"".into(),
-                ),
-                Value::Number(n) => self.diags.error_quoting(
-                    at,
-                    format!("expected an integer, found {n}"),
-                    "expected an integer, found a number".into(),
-                ),
-                other => self
-                    .diags
-                    .error(at, format!("expected an integer, found {}", kind_of(other))),
-            }
-            self.failed = true;
-        }
-        parsed
-    }
-
-    fn object(&mut self, key: &str) -> Option<&'a Map<String, Value>> {
-        match self.value(key)? {
-            Value::Object(o) => Some(o),
-            other => {
-                self.wrong(key, "an object", other);
-                None
-            }
-        }
-    }
-
-    fn array(&mut self, key: &str) -> Option<&'a Vec<Value>> {
-        match self.value(key)? {
-            Value::Array(a) => Some(a),
-            other => {
-                self.wrong(key, "an array", other);
-                None
-            }
-        }
-    }
-}
+/// tollgate's own options inside a 3scale document (`"tollgate": {…}`): strict, as our own
+/// contract is.
+const TOLLGATE_FIELDS: &[&str] = &["accept_skipped_policies"];
 
 /// Translates a parsed 3scale document, reporting every structural problem. `None` only when
-/// the document is not a 3scale configuration at all.
-pub fn translate(root: &Value, diags: &mut Diagnostics) -> Option<Translation> {
+/// the document is not a 3scale configuration at all. `accept_skipped_policies`: policies the
+/// caller accepts the gateway will not run (added to those the document's `tollgate` object
+/// names).
+pub fn translate(
+    root: &Value,
+    accept_skipped_policies: &[String],
+    diags: &mut Diagnostics,
+) -> Option<Translation> {
     let errors_before = diags.errors().count();
     let Value::Object(obj) = root else {
         diags.error(
@@ -272,9 +177,17 @@ pub fn translate(root: &Value, diags: &mut Diagnostics) -> Option<Translation> {
         );
         return None;
     };
+    let mut top = Reader::new(obj, String::new(), &DOCUMENT_FIELDS, diags);
+    let provider_key = top.text("provider_key");
+    let mut acceptance = Acceptance::default();
+    for name in accept_skipped_policies {
+        acceptance.add(name, String::new());
+    }
+    if let Some(options) = top.object("tollgate") {
+        tollgate_options(options, &mut acceptance, top.diags);
+    }
     let mut entries: Vec<(String, &Map<String, Value>)> = Vec::new();
     let list;
-    let provider_key = obj.get("provider_key").and_then(Value::as_str);
     if let Some(services) = obj.get("services") {
         list = "services".to_owned();
         match services {
@@ -335,26 +248,101 @@ pub fn translate(root: &Value, diags: &mut Diagnostics) -> Option<Translation> {
         return None;
     }
 
-    let mut services = Vec::with_capacity(entries.len());
+    let mut config = FilterConfig::new(Vec::with_capacity(entries.len()));
     let mut paths = ThreescalePaths {
         services: Vec::with_capacity(entries.len()),
         list,
+        skipped: Vec::new(),
     };
     for (at, service) in entries {
-        if let Some((s, sources)) = service_config(service, &at, provider_key, diags) {
-            services.push(s);
-            paths.services.push(SourceService {
-                at,
-                rules: sources.rules,
-                hosts: sources.hosts,
-            });
+        let Some((s, sources)) = service_config(
+            service,
+            &at,
+            provider_key.as_deref(),
+            &mut acceptance,
+            diags,
+        ) else {
+            continue;
+        };
+        // configuration_store.lua: a service whose id an earlier one has is skipped whole.
+        if let Some(first) = config
+            .services
+            .iter()
+            .zip(&paths.services)
+            .find(|(earlier, _)| earlier.id == s.id)
+            .map(|(_, source)| source.at.clone())
+        {
+            diags.warning(
+                join(&at, "id"),
+                format!(
+                    "service id '{}' is also the id of {first}: APIcast keeps the first and \
+                     skips this service, and so does tollgate",
+                    s.id
+                ),
+            );
+            continue;
         }
+        for skipped in sources.skipped {
+            config.skipped_policies.push(SkippedPolicy {
+                service: s.id.clone(),
+                policy: skipped.policy,
+            });
+            paths.skipped.push(skipped.at);
+        }
+        config.services.push(s);
+        paths.services.push(SourceService {
+            at,
+            rules: sources.rules,
+            hosts: sources.hosts,
+        });
     }
+    acceptance.report_unused(diags);
     Some(Translation {
-        config: FilterConfig::new(services),
+        config,
         paths,
         complete: diags.errors().count() == errors_before,
     })
+}
+
+/// `"tollgate": {"accept_skipped_policies": ["cors", …]}`.
+fn tollgate_options(
+    options: &Map<String, Value>,
+    acceptance: &mut Acceptance,
+    diags: &mut Diagnostics,
+) {
+    for key in options.keys() {
+        if !TOLLGATE_FIELDS.contains(&key.as_str()) {
+            diags.error(
+                join("tollgate", key),
+                format!(
+                    "unknown field '{key}': tollgate's options are {}",
+                    TOLLGATE_FIELDS.join(", ")
+                ),
+            );
+        }
+    }
+    let at = "tollgate.accept_skipped_policies";
+    match options.get("accept_skipped_policies") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(names)) => {
+            for (k, name) in names.iter().enumerate() {
+                match name {
+                    Value::String(n) => acceptance.add(n, index(at, k)),
+                    other => diags.error(
+                        index(at, k),
+                        format!("expected a policy name, found {}", kind_of(other)),
+                    ),
+                }
+            }
+        }
+        Some(other) => diags.error(
+            at,
+            format!(
+                "expected an array of policy names, found {}",
+                kind_of(other)
+            ),
+        ),
+    }
 }
 
 fn proxy_config_content<'a>(
@@ -385,75 +373,157 @@ fn proxy_config_content<'a>(
     }
 }
 
-/// Policies tollgate knows. Everything else is reported, never dropped silently.
-const IMPLEMENTED_POLICIES: &[&str] = &["apicast"];
+/// A service object.
+const SERVICE_FIELDS: Fields = Fields {
+    read: &[
+        "id",
+        "system_name",
+        "name",
+        "backend_version",
+        "backend_authentication_type",
+        "backend_authentication_value",
+        "proxy",
+    ],
+    // Porta's service, as its `spec.json` serializes it.
+    ignored: &[
+        "account_id",
+        "description",
+        "txt_support",
+        "txt_api",
+        "txt_features",
+        "created_at",
+        "updated_at",
+        "logo_file_name",
+        "logo_content_type",
+        "logo_file_size",
+        "state",
+        "intentions_required",
+        "terms",
+        "buyers_manage_apps",
+        "buyers_manage_keys",
+        "custom_keys_enabled",
+        "buyer_plan_change_permission",
+        "buyer_can_select_plan",
+        "notification_settings",
+        "default_application_plan_id",
+        "default_service_plan_id",
+        "default_end_user_plan_id",
+        "end_user_registration_required",
+        "tenant_id",
+        "mandatory_app_key",
+        "buyer_key_regenerate_enabled",
+        "support_email",
+        "tech_support_email",
+        "admin_support_email",
+        "credit_card_support_email",
+        "referrer_filters_required",
+        "deployment_option",
+        "kubernetes_service_link",
+        "proxiable?",
+        "display_provider_keys",
+        "act_as_product",
+    ],
+};
 
-/// A service and the source index of each of its rules; `None` when the service lacks what
-/// identifies it (id, backend_version, control-service credentials, proxy).
+/// What a service keeps besides its FilterConfig: where its parts came from, and the policies
+/// of its chain the gateway does not run.
+struct Sources {
+    rules: Vec<usize>,
+    hosts: Option<Vec<usize>>,
+    skipped: Vec<policies::SkippedAt>,
+}
+
+/// A service and where its parts came from; `None` when a value that identifies it was
+/// refused (its id, its backend_version).
 fn service_config(
     obj: &Map<String, Value>,
     at: &str,
     provider_key: Option<&str>,
+    acceptance: &mut Acceptance,
     diags: &mut Diagnostics,
 ) -> Option<(ServiceConfig, Sources)> {
-    let mut r = Reader::new(obj, at.to_owned(), diags);
+    let mut r = Reader::new(obj, at.to_owned(), &SERVICE_FIELDS, diags);
 
-    let id = r.string_or_integer("id");
-    if id.is_none() && r.value("id").is_none() {
-        let p = r.at("id");
-        r.diags.error(p, "missing: every service needs an id");
-        r.failed = true;
-    }
+    // configuration.lua: `tostring(service.id or 'default')`.
+    let id = match r.text("id") {
+        Some(id) => Some(id),
+        None if r.value("id").is_none() => {
+            r.warning(
+                "id",
+                "no id: APIcast calls this service 'default' (service_id=default in its calls \
+                 to the control service), and so does tollgate",
+            );
+            Some("default".to_owned())
+        }
+        None => None,
+    };
     let name = r
-        .string("system_name")
-        .or_else(|| r.string("name"))
+        .text("system_name")
+        .or_else(|| r.text("name"))
         .unwrap_or_default();
 
-    let backend_version = match r.value("backend_version") {
+    // A service without proxy gets APIcast's defaults for all of it (`service.proxy or {}`).
+    let no_proxy = Map::new();
+    let (proxy_obj, given) = match r.object("proxy") {
+        Some(p) => (p, true),
         None => {
-            let p = r.at("backend_version");
-            r.diags.error(p, "missing: expected 1, 2 or oauth");
-            r.failed = true;
-            None
+            if r.value("proxy").is_none() {
+                r.warning(
+                    "proxy",
+                    "no proxy: APIcast's defaults apply (the host localhost, no mapping rules, \
+                     no api_backend), and tollgate's too",
+                );
+            }
+            (&no_proxy, false)
         }
+    };
+    let proxy_at = r.at("proxy");
+    let proxy = proxy_config(proxy_obj, &proxy_at, given, acceptance, r.diags);
+
+    // configuration.lua reads it with `tostring`; configuration/service.lua finds the
+    // credentials of versions 1, 2 and oauth, and none for anything else (or nothing).
+    let mut refused_version = false;
+    let backend_version = match r.value("backend_version") {
+        None => None,
         Some(v) => {
-            let text = match v {
-                Value::String(s) => Some(s.as_str().to_owned()),
-                Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            };
+            let text = lua_text(v);
             match text.as_deref() {
                 Some("1") => Some(BackendVersion::UserKey),
                 Some("2") => Some(BackendVersion::AppIdKey),
                 Some("oauth") => Some(BackendVersion::OAuth),
                 _ => {
-                    let p = r.at("backend_version");
                     let shown = text.unwrap_or_else(|| kind_of(v).to_owned());
-                    r.diags.error(
-                        p,
-                        format!("unknown backend_version '{shown}': expected 1, 2 or oauth"),
-                    );
-                    r.failed = true;
+                    let message =
+                        format!("unknown backend_version '{shown}': expected 1, 2 or oauth");
+                    if proxy.authorizes {
+                        r.error("backend_version", message);
+                        refused_version = true;
+                    } else {
+                        r.warning(
+                            "backend_version",
+                            format!("{message} (unused: this service does not authorize)"),
+                        );
+                    }
                     None
                 }
             }
         }
     };
 
-    let auth_type = r.string("backend_authentication_type");
-    let auth_value = r.string("backend_authentication_value");
+    // backend_client.lua sends `<type>=<value>` when the service has a type, and only
+    // `service_id` otherwise.
+    let auth_type = r.text("backend_authentication_type");
+    let auth_value = r.text("backend_authentication_value");
     let control_service_auth = match (auth_type.as_deref(), auth_value) {
         (Some(t), Some(value)) => {
             let kind = match t {
                 "service_token" => Some(ControlServiceAuthKind::ServiceToken),
                 "provider_key" => Some(ControlServiceAuthKind::ProviderKey),
                 other => {
-                    let p = r.at("backend_authentication_type");
-                    r.diags.error(
-                        p,
+                    r.error(
+                        "backend_authentication_type",
                         format!("unknown type '{other}': expected service_token or provider_key"),
                     );
-                    r.failed = true;
                     None
                 }
             };
@@ -462,77 +532,65 @@ fn service_config(
                 value: Secret(value),
             })
         }
-        (None, None) if provider_key.is_some() => provider_key.map(|k| ControlServiceAuth {
+        // tollgate's reading of Porta's spec.json, whose top level has the provider key.
+        (None, None) => provider_key.map(|k| ControlServiceAuth {
             kind: ControlServiceAuthKind::ProviderKey,
             value: Secret(k.to_owned()),
         }),
-        (None, None) => {
-            let p = r.at("backend_authentication_value");
-            r.diags.error(
-                p,
-                "missing: the service needs backend_authentication_type and backend_authentication_value \
-                 (or a provider_key at the top level) to call the control service",
+        (Some(_), None) => {
+            r.warning(
+                "backend_authentication_type",
+                "a type without backend_authentication_value: APIcast sends no token, and \
+                 neither does tollgate",
             );
-            r.failed = true;
             None
         }
-        (Some(_), None) | (None, Some(_)) => {
-            let p = r.at("backend_authentication_type");
-            r.diags.error(
-                p,
-                "backend_authentication_type and backend_authentication_value go together",
+        (None, Some(_)) => {
+            r.warning(
+                "backend_authentication_value",
+                "a value without backend_authentication_type: APIcast does not send it, and \
+                 neither does tollgate",
             );
-            r.failed = true;
             None
         }
     };
 
-    let proxy = match r.object("proxy") {
-        Some(p) => Some(p),
-        None => {
-            if r.value("proxy").is_none() {
-                let p = r.at("proxy");
-                r.diags
-                    .error(p, "missing: the service has no proxy configuration");
-                r.failed = true;
-            }
-            None
-        }
-    };
-    let proxy = proxy.map(|p| proxy_config(p, &join(at, "proxy"), diags));
-
-    match (id, backend_version, control_service_auth, proxy) {
-        (Some(id), Some(backend_version), Some(control_service_auth), Some(proxy)) => Some((
-            ServiceConfig {
-                id,
-                name,
-                hosts: proxy.hosts,
-                backend_version,
-                control_service_auth,
-                backend: proxy.backend,
-                credentials: proxy.credentials,
-                upstream: proxy.upstream,
-                errors: proxy.errors,
-                mapping_rules: proxy.rules,
-            },
-            Sources {
-                rules: proxy.rule_sources,
-                hosts: proxy.host_sources,
-            },
-        )),
-        _ => None,
+    let refused_id = id.is_none();
+    let id = id?;
+    if refused_id || refused_version {
+        return None;
     }
-}
-
-/// Source indices of what a service kept (see [`SourceService`]).
-struct Sources {
-    rules: Vec<usize>,
-    hosts: Option<Vec<usize>>,
+    Some((
+        ServiceConfig {
+            id,
+            name,
+            hosts: proxy.hosts,
+            authorization: if proxy.authorizes {
+                Authorization::Threescale
+            } else {
+                Authorization::None
+            },
+            backend_version,
+            control_service_auth,
+            backend: proxy.backend,
+            credentials: proxy.credentials,
+            upstream: proxy.upstream,
+            errors: proxy.errors,
+            mapping_rules: proxy.rules,
+        },
+        Sources {
+            rules: proxy.rule_sources,
+            hosts: proxy.host_sources,
+            skipped: proxy.skipped,
+        },
+    ))
 }
 
 struct Proxy {
     hosts: Vec<String>,
     host_sources: Option<Vec<usize>>,
+    authorizes: bool,
+    skipped: Vec<policies::SkippedAt>,
     backend: BackendEndpoint,
     credentials: CredentialsConfig,
     upstream: UpstreamConfig,
@@ -541,26 +599,105 @@ struct Proxy {
     rule_sources: Vec<usize>,
 }
 
+/// A proxy object.
+const PROXY_FIELDS: Fields = Fields {
+    read: &[
+        "hosts",
+        "backend",
+        "credentials_location",
+        "auth_user_key",
+        "auth_app_id",
+        "auth_app_key",
+        "authentication_method",
+        "api_backend",
+        "hostname_rewrite",
+        "secret_token",
+        "error_auth_missing",
+        "error_headers_auth_missing",
+        "error_status_auth_missing",
+        "error_auth_failed",
+        "error_headers_auth_failed",
+        "error_status_auth_failed",
+        "error_no_match",
+        "error_headers_no_match",
+        "error_status_no_match",
+        "error_limits_exceeded",
+        "error_headers_limits_exceeded",
+        "error_status_limits_exceeded",
+        "policy_chain",
+        "proxy_rules",
+    ],
+    // Porta's proxy, as its `spec.json` serializes it.
+    ignored: &[
+        "id",
+        "tenant_id",
+        "service_id",
+        "endpoint",
+        "sandbox_endpoint",
+        "deployed_at",
+        "created_at",
+        "updated_at",
+        "oauth_login_url",
+        "api_test_path",
+        "api_test_success",
+        "apicast_configuration_driven",
+        "oidc_issuer_endpoint",
+        "oidc_issuer_type",
+        "lock_version",
+        "staging_domain",
+        "production_domain",
+        "hostname_rewrite_for_sandbox",
+        "endpoint_port",
+        "valid?",
+        "service_backend_version",
+        "jwt_claim_with_client_id",
+        "jwt_claim_with_client_id_type",
+        "policies_config",
+        "oidc_configuration",
+    ],
+};
+
+const BACKEND_FIELDS: Fields = Fields {
+    read: &["endpoint", "host"],
+    ignored: &[],
+};
+
 /// Reads the proxy object. A field of the wrong type is reported and replaced by its default,
-/// and a bad rule is reported and left out, so the rest can still be checked.
-fn proxy_config(obj: &Map<String, Value>, at: &str, diags: &mut Diagnostics) -> Proxy {
-    let mut r = Reader::new(obj, at.to_owned(), diags);
+/// and a bad rule is reported and left out, so the rest can still be checked. `given`: the
+/// service has a proxy object (without one, its defaults were already reported).
+fn proxy_config(
+    obj: &Map<String, Value>,
+    at: &str,
+    given: bool,
+    acceptance: &mut Acceptance,
+    diags: &mut Diagnostics,
+) -> Proxy {
+    let mut r = Reader::new(obj, at.to_owned(), &PROXY_FIELDS, diags);
 
     let (hosts, host_sources) = match r.array("hosts") {
-        None => (vec!["localhost".to_owned()], None),
+        None => {
+            if given && r.value("hosts").is_none() {
+                r.warning(
+                    "hosts",
+                    "no hosts: APIcast serves this service for the host localhost, and so does \
+                     tollgate",
+                );
+            }
+            (vec!["localhost".to_owned()], None)
+        }
         Some(items) => {
             let mut hosts = Vec::with_capacity(items.len());
             let mut sources = Vec::with_capacity(items.len());
             for (k, h) in items.iter().enumerate() {
-                match h {
-                    Value::String(s) => {
-                        hosts.push(s.clone());
+                match lua_text(h) {
+                    Some(host) => {
+                        hosts.push(host);
                         sources.push(k);
                     }
-                    other => {
+                    None => {
                         let p = index(&r.at("hosts"), k);
                         r.diags
-                            .error(p, format!("expected a host name, found {}", kind_of(other)));
+                            .error(p, format!("expected a host name, found {}", kind_of(h)));
                         r.failed = true;
                     }
                 }
@@ -569,30 +706,40 @@ fn proxy_config(obj: &Map<String, Value>, at: &str, diags: &mut Diagnostics) -> 
         }
     };
 
-    let backend = match r.object("backend") {
+    // configuration.lua: `backend.endpoint or tostring(backend)`, so a URL as a string works.
+    let backend = match r.value("backend") {
         None => BackendEndpoint::default(),
-        Some(b) => {
-            let mut br = Reader::new(b, r.at("backend"), r.diags);
-            let endpoint = br.string("endpoint");
-            let host = br.string("host");
+        Some(Value::String(url)) => BackendEndpoint {
+            endpoint: Some(url.clone()),
+            host: None,
+        },
+        Some(Value::Object(b)) => {
+            let mut br = Reader::new(b, r.at("backend"), &BACKEND_FIELDS, r.diags);
+            let endpoint = br.text("endpoint");
+            let host = br.text("host");
             if br.failed {
                 r.failed = true;
             }
             BackendEndpoint { endpoint, host }
         }
+        Some(other) => {
+            r.error(
+                "backend",
+                format!("expected an object or a URL, found {}", kind_of(other)),
+            );
+            BackendEndpoint::default()
+        }
     };
 
-    let location = match r.string("credentials_location").as_deref() {
+    let location = match r.compared("credentials_location").as_deref() {
         None | Some("query") => CredentialsLocation::Query,
         Some("headers") => CredentialsLocation::Headers,
         Some("authorization") => CredentialsLocation::Authorization,
         Some(other) => {
-            let p = r.at("credentials_location");
-            r.diags.error(
-                p,
+            r.error(
+                "credentials_location",
                 format!("unknown location '{other}': expected query, headers or authorization"),
             );
-            r.failed = true;
             CredentialsLocation::Query
         }
     };
@@ -600,32 +747,46 @@ fn proxy_config(obj: &Map<String, Value>, at: &str, diags: &mut Diagnostics) -> 
     let credentials = CredentialsConfig {
         location,
         user_key: r
-            .string("auth_user_key")
+            .text("auth_user_key")
             .unwrap_or(defaults.user_key)
             .to_ascii_lowercase(),
         app_id: r
-            .string("auth_app_id")
+            .text("auth_app_id")
             .unwrap_or(defaults.app_id)
             .to_ascii_lowercase(),
         app_key: r
-            .string("auth_app_key")
+            .text("auth_app_key")
             .unwrap_or(defaults.app_key)
             .to_ascii_lowercase(),
     };
 
-    if r.string("authentication_method").as_deref() == Some("oidc") {
-        let p = r.at("authentication_method");
-        r.diags.error(
-            p,
+    if r.compared("authentication_method").as_deref() == Some("oidc") {
+        r.error(
+            "authentication_method",
             "OpenID Connect (JWT verification) is not supported yet: tollgate cannot decide these requests as APIcast would",
         );
-        r.failed = true;
     }
 
+    // configuration.lua keeps hostname_rewrite only when it is a non-empty string.
+    let hostname_rewrite = match r.value("hostname_rewrite") {
+        None => None,
+        Some(Value::String(h)) => Some(h.clone()),
+        Some(other) => {
+            r.warning(
+                "hostname_rewrite",
+                format!(
+                    "{} is ignored: APIcast uses hostname_rewrite only when it is a string, and \
+                     so does tollgate",
+                    kind_of(other)
+                ),
+            );
+            None
+        }
+    };
     let upstream = UpstreamConfig {
-        api_backend: r.string("api_backend"),
-        hostname_rewrite: r.string("hostname_rewrite"),
-        secret_token: r.string("secret_token").map(Secret),
+        api_backend: r.text("api_backend"),
+        hostname_rewrite,
+        secret_token: r.text("secret_token").map(Secret),
     };
 
     let mut errors = ErrorsConfig::default();
@@ -637,27 +798,25 @@ fn proxy_config(obj: &Map<String, Value>, at: &str, diags: &mut Diagnostics) -> 
             ErrorKind::NoMatch => &mut errors.no_match,
             ErrorKind::LimitsExceeded => &mut errors.limits_exceeded,
         };
-        if let Some(body) = r.string(&format!("error_{suffix}")) {
+        if let Some(body) = r.text(&format!("error_{suffix}")) {
             e.body = body;
         }
-        if let Some(ct) = r.string(&format!("error_headers_{suffix}")) {
+        if let Some(ct) = r.text(&format!("error_headers_{suffix}")) {
             e.content_type = ct;
         }
         let status_key = format!("error_status_{suffix}");
         if let Some(status) = r.integer(&status_key) {
             match u16::try_from(status) {
                 Ok(s) => e.status = s,
-                Err(_) => {
-                    let p = r.at(&status_key);
-                    r.diags
-                        .error(p, format!("status {status} is not between 200 and 599"));
-                    r.failed = true;
-                }
+                Err(_) => r.error(
+                    &status_key,
+                    format!("status {status} is not between 200 and 599"),
+                ),
             }
         }
     }
 
-    policy_chain(&mut r);
+    let chain = policy_chain(&mut r, acceptance);
 
     let mut rules = Vec::new();
     let mut rule_sources = Vec::new();
@@ -683,6 +842,8 @@ fn proxy_config(obj: &Map<String, Value>, at: &str, diags: &mut Diagnostics) -> 
     Proxy {
         hosts,
         host_sources,
+        authorizes: chain.authorizes,
+        skipped: chain.skipped,
         backend,
         credentials,
         upstream,
@@ -692,65 +853,55 @@ fn proxy_config(obj: &Map<String, Value>, at: &str, diags: &mut Diagnostics) -> 
     }
 }
 
-fn policy_chain(r: &mut Reader<'_, '_>) {
-    let Some(chain) = r.array("policy_chain") else {
-        return;
-    };
-    let chain_at = r.at("policy_chain");
-    let mut has_apicast = false;
-    for (k, policy) in chain.iter().enumerate() {
-        let pat = index(&chain_at, k);
-        let name = match policy {
-            Value::Object(o) => o.get("name").and_then(Value::as_str),
-            _ => None,
-        };
-        let Some(name) = name else {
-            r.diags.warning(
-                pat,
-                "a policy without a name is ignored (APIcast skips it too)",
-            );
-            continue;
-        };
-        let short = name.strip_prefix("apicast.policy.").unwrap_or(name);
-        if short == "apicast" {
-            has_apicast = true;
-        } else if !IMPLEMENTED_POLICIES.contains(&short) {
-            r.diags.warning(
-                join(&pat, "name"),
-                format!("policy '{name}' is not implemented by tollgate yet; it is ignored"),
-            );
-        }
-    }
-    if !has_apicast && !chain.is_empty() {
-        r.diags.warning(
-            chain_at,
-            "the chain has no 'apicast' policy, so APIcast would not authorize these requests with 3scale; \
-             tollgate authorizes them anyway",
-        );
-    }
-}
+/// A mapping rule object.
+const RULE_FIELDS: Fields = Fields {
+    read: &[
+        "http_method",
+        "pattern",
+        "metric_system_name",
+        "delta",
+        "last",
+        "querystring_parameters",
+    ],
+    // Porta's proxy rule, as its `spec.json` serializes it.
+    ignored: &[
+        "id",
+        "proxy_id",
+        "metric_id",
+        "tenant_id",
+        "created_at",
+        "updated_at",
+        "redirect_url",
+        "position",
+        "owner_id",
+        "owner_type",
+        "parameters",
+    ],
+};
 
 fn mapping_rule(
     obj: &Map<String, Value>,
     at: String,
     diags: &mut Diagnostics,
 ) -> Option<MappingRuleConfig> {
-    let mut r = Reader::new(obj, at, diags);
-    let required = |r: &mut Reader<'_, '_>, key: &str| {
-        let v = r.string(key);
+    let mut r = Reader::new(obj, at, &RULE_FIELDS, diags);
+    let required = |r: &mut Reader<'_, '_>, v: Option<String>, key: &str| {
         if v.is_none() && r.value(key).is_none() {
-            let p = r.at(key);
-            r.diags.error(p, "missing");
-            r.failed = true;
+            r.error(key, "missing");
         }
         v
     };
-    let method = required(&mut r, "http_method");
-    let pattern = required(&mut r, "pattern");
-    let metric = required(&mut r, "metric_system_name");
-    // A missing delta counts as 0 in APIcast.
-    let delta = r.integer("delta").unwrap_or(0);
-    let last = r.bool("last").unwrap_or(false);
+    // mapping_rule.lua: the method is compared with `==`, the pattern goes through
+    // `ngx.re.gsub`, the metric is concatenated into `usage[…]`.
+    let method = r.compared("http_method");
+    let method = required(&mut r, method, "http_method");
+    let pattern = r.text("pattern");
+    let pattern = required(&mut r, pattern, "pattern");
+    let metric = r.text("metric_system_name");
+    let metric = required(&mut r, metric, "metric_system_name");
+    // A missing delta counts as 0 in APIcast (`rule.delta or 0`).
+    let delta = r.count("delta").unwrap_or(0);
+    let last = r.flag("last").unwrap_or(false);
     let mut querystring_parameters = BTreeMap::new();
     match r.value("querystring_parameters") {
         None => {}
@@ -760,20 +911,26 @@ fn mapping_rule(
             let qat = r.at("querystring_parameters");
             for (name, value) in params {
                 match value {
+                    Value::Null => {}
                     Value::String(s) => {
                         querystring_parameters.insert(name.clone(), s.clone());
                     }
                     other => {
                         r.diags.error(
                             join(&qat, name),
-                            format!("expected a string, found {} (APIcast never matches a non-string value)", kind_of(other)),
+                            format!("expected a string, found {}{COMPARED}", kind_of(other)),
                         );
                         r.failed = true;
                     }
                 }
             }
         }
-        Some(other) => r.wrong("querystring_parameters", "an object", other),
+        Some(other) => {
+            r.error(
+                "querystring_parameters",
+                format!("expected an object, found {}", kind_of(other)),
+            );
+        }
     }
     if r.failed {
         return None;

@@ -59,7 +59,7 @@ fn all_three_shapes_give_the_same_service() {
     assert_eq!(a, c);
     assert_eq!(a.services[0].id, "42");
     assert_eq!(a.services[0].name, "api");
-    assert_eq!(a.services[0].backend_version, BackendVersion::UserKey);
+    assert_eq!(a.services[0].backend_version, Some(BackendVersion::UserKey));
 }
 
 #[test]
@@ -172,9 +172,9 @@ fn every_problem_is_reported_with_its_path() {
     also_bad["id"] = json!(44);
     also_bad["proxy"]["error_status_no_match"] = json!(999);
     also_bad["proxy"]["api_backend"] = json!("test.com");
-    also_bad["proxy"]["hosts"] = json!(["b.example", 5]);
+    also_bad["proxy"]["hosts"] = json!(["b.example", true]);
     also_bad["proxy"]["proxy_rules"] = json!([
-        {"http_method": "GET", "pattern": 1, "metric_system_name": "hits"},
+        {"http_method": "GET", "pattern": ["/a"], "metric_system_name": "hits"},
         {"http_method": "GET", "pattern": "/a+b", "metric_system_name": "hits", "delta": 1},
     ]);
     let d = diags(&json!({"services": [service(), bad, also_bad]}));
@@ -212,9 +212,9 @@ fn every_problem_is_reported_with_its_path() {
     assert!(
         has(
             &d,
-            e,
+            Severity::Warning,
             "services[1].proxy.proxy_rules[2].last",
-            "true or false"
+            "\"yes\" is not true or false; APIcast treats every value but false as true"
         ),
         "{d:#?}"
     );
@@ -223,7 +223,7 @@ fn every_problem_is_reported_with_its_path() {
         "{d:#?}"
     );
     assert!(
-        has(&d, e, "services[2].proxy.hosts[1]", "found a number"),
+        has(&d, e, "services[2].proxy.hosts[1]", "found a boolean"),
         "{d:#?}"
     );
     assert!(
@@ -231,7 +231,7 @@ fn every_problem_is_reported_with_its_path() {
             &d,
             e,
             "services[2].proxy.proxy_rules[0].pattern",
-            "found a number"
+            "found an array"
         ),
         "{d:#?}"
     );
@@ -254,14 +254,7 @@ fn every_problem_is_reported_with_its_path() {
         ),
         "{d:#?}"
     );
-    assert_eq!(d.iter().filter(|x| x.0 == e).count(), 11, "{d:#?}");
-    assert!(load(
-        json!({"services": [service(), {"id": 1}]})
-            .to_string()
-            .as_bytes()
-    )
-    .compiled
-    .is_none());
+    assert_eq!(d.iter().filter(|x| x.0 == e).count(), 10, "{d:#?}");
 
     // Semantic problems are reported with 3scale paths too.
     let mut semantic = service();
@@ -341,46 +334,6 @@ fn pattern_problems_are_warnings_at_the_rule() {
 }
 
 #[test]
-fn policies_we_do_not_implement_are_warnings() {
-    let mut s = service();
-    s["proxy"]["policy_chain"] = json!([
-        {"name": "apicast.policy.cors", "version": "builtin", "configuration": {}},
-        {"name": "apicast", "version": "builtin", "configuration": {}},
-        {"name": "caching", "configuration": {"caching_type": "resilient"}},
-    ]);
-    let d = diags(&json!({"services": [s.clone()]}));
-    assert!(
-        has(
-            &d,
-            Severity::Warning,
-            "services[0].proxy.policy_chain[0].name",
-            "'apicast.policy.cors' is not implemented"
-        ),
-        "{d:#?}"
-    );
-    assert!(
-        has(
-            &d,
-            Severity::Warning,
-            "services[0].proxy.policy_chain[2].name",
-            "'caching'"
-        ),
-        "{d:#?}"
-    );
-    s["proxy"]["policy_chain"] = json!([{"name": "apicast.policy.upstream"}]);
-    let d = diags(&json!({"services": [s]}));
-    assert!(
-        has(
-            &d,
-            Severity::Warning,
-            "services[0].proxy.policy_chain",
-            "no 'apicast' policy"
-        ),
-        "{d:#?}"
-    );
-}
-
-#[test]
 fn duplicate_hosts_warn_and_the_first_service_wins() {
     let mut second = service();
     second["id"] = json!(43);
@@ -422,31 +375,6 @@ fn duplicate_hosts_warn_and_the_first_service_wins() {
 }
 
 #[test]
-fn control_service_credentials() {
-    // A top-level provider_key serves services that name none.
-    let mut s = service();
-    let o = s.as_object_mut().unwrap();
-    o.remove("backend_authentication_type");
-    o.remove("backend_authentication_value");
-    let c = config(&json!({"provider_key": "pk-1", "services": [s.clone()]}));
-    assert_eq!(
-        c.services[0].control_service_auth.kind,
-        ControlServiceAuthKind::ProviderKey
-    );
-    assert_eq!(c.services[0].control_service_auth.value.expose(), "pk-1");
-    let d = diags(&json!({"services": [s]}));
-    assert!(
-        has(
-            &d,
-            Severity::Error,
-            "services[0].backend_authentication_value",
-            "missing"
-        ),
-        "{d:#?}"
-    );
-}
-
-#[test]
 fn oidc_is_refused_rather_than_guessed() {
     let mut s = service();
     s["backend_version"] = json!("oauth");
@@ -482,13 +410,6 @@ fn documents_that_are_not_configurations() {
     assert!(d[0].1.contains("line 3, column 14"), "{d:?}");
     assert!(one(b"[]")[0].1.contains("top level"));
     assert!(one(b"{}")[0].1.contains("not a 3scale proxy configuration"));
-    assert_eq!(
-        one(b"{\"services\": []}")[0],
-        (
-            "services".to_owned(),
-            "the configuration has no services".to_owned()
-        )
-    );
     assert!(one(b"{\"services\": {}}")[0]
         .1
         .contains("expected an array"));
@@ -545,6 +466,895 @@ fn filter_config_round_trips_and_is_strict() {
             Severity::Warning,
             "services[0].mapping_rules[0].pattern",
             "never matches"
+        ),
+        "{d:#?}"
+    );
+}
+
+/// Sets `path` (`proxy.proxy_rules[0].delta`) in `doc`, creating objects on the way.
+fn set(doc: &mut serde_json::Value, path: &str, value: serde_json::Value) {
+    let mut at = doc;
+    let parts: Vec<&str> = path.split('.').collect();
+    for (n, part) in parts.iter().enumerate() {
+        let (key, idx) = match part.split_once('[') {
+            Some((k, i)) => (k, Some(i.trim_end_matches(']').parse::<usize>().unwrap())),
+            None => (*part, None),
+        };
+        let last = n + 1 == parts.len();
+        if idx.is_none() && last {
+            at[key] = value;
+            return;
+        }
+        at = &mut at[key];
+        if let Some(i) = idx {
+            if last {
+                at[i] = value;
+                return;
+            }
+            at = &mut at[i];
+        }
+    }
+}
+
+/// Translation only (no compile): what the import reads, and its diagnostics.
+fn translated(doc: &serde_json::Value) -> (Option<FilterConfig>, Vec<(Severity, String, String)>) {
+    let mut d = crate::Diagnostics::new();
+    let t = super::translate(doc, &[], &mut d);
+    let d = d
+        .iter()
+        .map(|x| (x.severity, x.path.clone(), x.message.clone()))
+        .collect();
+    (t.map(|t| t.config), d)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Text,
+    Compared,
+    Integer,
+    Count,
+    Flag,
+}
+
+#[derive(Debug, PartialEq)]
+enum Seen {
+    /// Read, as this text, without a diagnostic at the field.
+    Read(String),
+    /// Read, as this text, with a warning at the field.
+    Warned(String),
+    /// An error at the field.
+    Refused,
+}
+
+#[test]
+fn every_field_follows_the_one_coercion_rule() {
+    use serde_json::Value;
+    type Get = fn(&FilterConfig) -> String;
+    fn svc(c: &FilterConfig) -> crate::config::ServiceConfig {
+        c.services[0].clone()
+    }
+    fn rule(c: &FilterConfig) -> crate::config::MappingRuleConfig {
+        c.services[0].mapping_rules[0].clone()
+    }
+    // (path, kind, a valid string and what it reads as, what an absent field reads as, getter)
+    let fields: Vec<(&str, Kind, &str, &str, Get)> = vec![
+        ("id", Kind::Text, "77", "default", |c| svc(c).id),
+        ("system_name", Kind::Text, "words", "", |c| svc(c).name),
+        ("backend_version", Kind::Text, "2", "none", |c| {
+            svc(c)
+                .backend_version
+                .map_or("none".into(), |v| v.as_str().into())
+        }),
+        (
+            "backend_authentication_value",
+            Kind::Text,
+            "tok",
+            "none",
+            |c| {
+                svc(c)
+                    .control_service_auth
+                    .map_or("none".into(), |a| a.value.expose().into())
+            },
+        ),
+        (
+            "proxy.hosts[0]",
+            Kind::Text,
+            "a.example",
+            "localhost",
+            |c| svc(c).hosts.first().cloned().unwrap_or_default(),
+        ),
+        (
+            "proxy.backend.endpoint",
+            Kind::Text,
+            "http://b:1",
+            "none",
+            |c| svc(c).backend.endpoint.unwrap_or("none".into()),
+        ),
+        ("proxy.backend.host", Kind::Text, "b.example", "none", |c| {
+            svc(c).backend.host.unwrap_or("none".into())
+        }),
+        ("proxy.api_backend", Kind::Text, "http://u:1", "none", |c| {
+            svc(c).upstream.api_backend.unwrap_or("none".into())
+        }),
+        ("proxy.secret_token", Kind::Text, "s3", "none", |c| {
+            svc(c)
+                .upstream
+                .secret_token
+                .map_or("none".into(), |t| t.expose().into())
+        }),
+        (
+            "proxy.credentials_location",
+            Kind::Compared,
+            "headers",
+            "query",
+            |c| svc(c).credentials.location.as_str().into(),
+        ),
+        ("proxy.auth_user_key", Kind::Text, "key", "user_key", |c| {
+            svc(c).credentials.user_key
+        }),
+        ("proxy.auth_app_id", Kind::Text, "id", "app_id", |c| {
+            svc(c).credentials.app_id
+        }),
+        ("proxy.auth_app_key", Kind::Text, "k", "app_key", |c| {
+            svc(c).credentials.app_key
+        }),
+        (
+            "proxy.error_auth_missing",
+            Kind::Text,
+            "no",
+            "Authentication parameters missing",
+            |c| svc(c).errors.auth_missing.body,
+        ),
+        (
+            "proxy.error_auth_failed",
+            Kind::Text,
+            "no",
+            "Authentication failed",
+            |c| svc(c).errors.auth_failed.body,
+        ),
+        (
+            "proxy.error_no_match",
+            Kind::Text,
+            "no",
+            "No Mapping Rule matched",
+            |c| svc(c).errors.no_match.body,
+        ),
+        (
+            "proxy.error_limits_exceeded",
+            Kind::Text,
+            "no",
+            "Limits exceeded",
+            |c| svc(c).errors.limits_exceeded.body,
+        ),
+        (
+            "proxy.error_headers_auth_missing",
+            Kind::Text,
+            "a/b",
+            "text/plain; charset=utf-8",
+            |c| svc(c).errors.auth_missing.content_type,
+        ),
+        (
+            "proxy.error_headers_auth_failed",
+            Kind::Text,
+            "a/b",
+            "text/plain; charset=utf-8",
+            |c| svc(c).errors.auth_failed.content_type,
+        ),
+        (
+            "proxy.error_headers_no_match",
+            Kind::Text,
+            "a/b",
+            "text/plain; charset=utf-8",
+            |c| svc(c).errors.no_match.content_type,
+        ),
+        (
+            "proxy.error_headers_limits_exceeded",
+            Kind::Text,
+            "a/b",
+            "text/plain; charset=utf-8",
+            |c| svc(c).errors.limits_exceeded.content_type,
+        ),
+        (
+            "proxy.error_status_auth_missing",
+            Kind::Integer,
+            "404",
+            "401",
+            |c| svc(c).errors.auth_missing.status.to_string(),
+        ),
+        (
+            "proxy.error_status_auth_failed",
+            Kind::Integer,
+            "404",
+            "403",
+            |c| svc(c).errors.auth_failed.status.to_string(),
+        ),
+        (
+            "proxy.error_status_no_match",
+            Kind::Integer,
+            "404",
+            "404",
+            |c| svc(c).errors.no_match.status.to_string(),
+        ),
+        (
+            "proxy.error_status_limits_exceeded",
+            Kind::Integer,
+            "404",
+            "429",
+            |c| svc(c).errors.limits_exceeded.status.to_string(),
+        ),
+        (
+            "proxy.policy_chain[0].name",
+            Kind::Compared,
+            "apicast",
+            "none",
+            |c| match svc(c).authorization {
+                crate::config::Authorization::Threescale => "apicast".into(),
+                crate::config::Authorization::None => "none".into(),
+            },
+        ),
+        // The logging policy, skipped when enabled and left out when not.
+        (
+            "proxy.policy_chain[0].enabled",
+            Kind::Flag,
+            "",
+            "true",
+            |c| (!c.skipped_policies.is_empty()).to_string(),
+        ),
+        (
+            "proxy.proxy_rules[0].http_method",
+            Kind::Compared,
+            "POST",
+            "",
+            |c| rule(c).method,
+        ),
+        ("proxy.proxy_rules[0].pattern", Kind::Text, "/p", "", |c| {
+            rule(c).pattern
+        }),
+        (
+            "proxy.proxy_rules[0].metric_system_name",
+            Kind::Text,
+            "m",
+            "",
+            |c| rule(c).metric,
+        ),
+        ("proxy.proxy_rules[0].delta", Kind::Count, "", "0", |c| {
+            rule(c).delta.to_string()
+        }),
+        ("proxy.proxy_rules[0].last", Kind::Flag, "", "false", |c| {
+            rule(c).last.to_string()
+        }),
+        (
+            "proxy.proxy_rules[0].querystring_parameters.q",
+            Kind::Compared,
+            "v",
+            "none",
+            |c| {
+                rule(c)
+                    .querystring_parameters
+                    .get("q")
+                    .cloned()
+                    .unwrap_or("none".into())
+            },
+        ),
+    ];
+    let read = |s: &str| Seen::Read(s.to_owned());
+    let warned = |s: &str| Seen::Warned(s.to_owned());
+    for (path, kind, valid, absent, get) in fields {
+        let digits = if path.ends_with("backend_version") {
+            "2"
+        } else {
+            "404"
+        };
+        let number: i64 = digits.parse().unwrap();
+        let mut probes: Vec<(Value, Seen)> = vec![(Value::Null, read(absent))];
+        match kind {
+            Kind::Text => probes.extend([
+                (json!(valid), read(valid)),
+                (json!(number), read(digits)),
+                (json!(number as f64), read(digits)),
+                (json!(4.5), Seen::Refused),
+                (json!(1e15), Seen::Refused),
+                (json!(true), Seen::Refused),
+                (json!([valid]), Seen::Refused),
+                (json!({"v": valid}), Seen::Refused),
+            ]),
+            Kind::Compared => probes.extend([
+                (json!(valid), read(valid)),
+                (json!(7), Seen::Refused),
+                (json!(true), Seen::Refused),
+                (json!([valid]), Seen::Refused),
+            ]),
+            Kind::Integer => probes.extend([
+                (json!(404), read("404")),
+                (json!(404.0), read("404")),
+                (json!("404"), read("404")),
+                (json!(" 404 "), read("404")),
+                (json!("0x194"), read("404")),
+                (json!(404.5), Seen::Refused),
+                (json!("404 Not Found"), Seen::Refused),
+                (json!(true), Seen::Refused),
+            ]),
+            Kind::Count => probes.extend([
+                (json!(3), read("3")),
+                (json!(3.0), read("3")),
+                (json!(-1), read("-1")),
+                (json!("3"), Seen::Refused),
+                (json!(3.5), Seen::Refused),
+                (json!(true), Seen::Refused),
+            ]),
+            Kind::Flag => probes.extend([
+                (json!(true), read("true")),
+                (json!(false), read("false")),
+                (json!("true"), warned("true")),
+                (json!("false"), warned("true")),
+                (json!(0), warned("true")),
+                (json!(""), warned("true")),
+                (json!({}), warned("true")),
+            ]),
+        }
+        for (value, expected) in probes {
+            let mut doc = json!({"services": [service()]});
+            let s = &mut doc["services"][0];
+            if path.ends_with("enabled") {
+                s["proxy"]["policy_chain"] = json!([{"name": "logging"}, {"name": "apicast"}]);
+            } else if path.contains("policy_chain") {
+                s["proxy"]["policy_chain"] = json!([{"name": "apicast"}]);
+            }
+            if path == "backend_authentication_value" {
+                s.as_object_mut()
+                    .unwrap()
+                    .remove("backend_authentication_type");
+            }
+            if path.starts_with("proxy.backend.") {
+                s["proxy"]["backend"] = json!({});
+            }
+            if path.starts_with("proxy.hosts") {
+                s["proxy"]["hosts"] = json!([null]);
+            }
+            if path.ends_with(".q") {
+                s["proxy"]["proxy_rules"][0]["querystring_parameters"] = json!({});
+            }
+            set(s, path, value.clone());
+            if path == "backend_authentication_value" && !value.is_null() {
+                s["backend_authentication_type"] = json!("service_token");
+            }
+            let (config, d) = translated(&doc);
+            let full = format!("services[0].{path}");
+            let here = |sev| d.iter().any(|(s, p, _)| *s == sev && *p == full);
+            let seen = if here(Severity::Error) {
+                Seen::Refused
+            } else {
+                let config = config.unwrap();
+                let read = get(&config);
+                // An absent field may warn about the default it gets (`id`, `hosts`).
+                if here(Severity::Warning) && !value.is_null() {
+                    Seen::Warned(read)
+                } else {
+                    Seen::Read(read)
+                }
+            };
+            // A null host is no host name; absent rule fields make the rule incomplete.
+            let expected = match (&value, &expected, path) {
+                (Value::Null, _, p)
+                    if p.starts_with("proxy.hosts")
+                        || p.ends_with("http_method")
+                        || p.ends_with("pattern")
+                        || p.ends_with("metric_system_name") =>
+                {
+                    Seen::Refused
+                }
+                _ => expected,
+            };
+            assert_eq!(seen, expected, "{full} = {value}: {d:#?}");
+        }
+    }
+}
+
+fn loaded(doc: &serde_json::Value) -> crate::Loaded {
+    load(doc.to_string().as_bytes())
+}
+
+fn all(l: &crate::Loaded) -> Vec<(Severity, String, String)> {
+    l.diagnostics
+        .iter()
+        .map(|d| (d.severity, d.path.clone(), d.message.clone()))
+        .collect()
+}
+
+#[test]
+fn tolerated_shapes_get_apicast_defaults_and_a_warning() {
+    let w = Severity::Warning;
+    // t/apicast.t TEST 13 and 14: services that are only an id and hosts.
+    let l = loaded(&json!({"services": [{"id": 1}]}));
+    let d = all(&l);
+    assert!(!l.diagnostics.has_errors(), "{d:#?}");
+    assert!(
+        has(
+            &d,
+            w,
+            "services[0].proxy",
+            "no proxy: APIcast's defaults apply"
+        ),
+        "{d:#?}"
+    );
+    assert!(
+        has(
+            &d,
+            w,
+            "services[0].backend_version",
+            "every request gets the auth-missing error"
+        ),
+        "{d:#?}"
+    );
+    assert!(
+        has(
+            &d,
+            w,
+            "services[0].backend_authentication_value",
+            "without a token, with service_id and the credentials only"
+        ),
+        "{d:#?}"
+    );
+    let svc = &l.config.as_ref().unwrap().services[0];
+    assert_eq!(svc.hosts, ["localhost"]);
+    assert!(svc.mapping_rules.is_empty());
+    assert_eq!(svc.backend_version, None);
+    assert_eq!(svc.control_service_auth, None);
+    assert_eq!(svc.upstream.api_backend, None);
+
+    // No id: APIcast's `tostring(service.id or 'default')`.
+    let mut s = service();
+    s.as_object_mut().unwrap().remove("id");
+    let l = loaded(&json!({"services": [s]}));
+    assert!(has(
+        &all(&l),
+        w,
+        "services[0].id",
+        "APIcast calls this service 'default'"
+    ));
+    assert_eq!(l.config.unwrap().services[0].id, "default");
+
+    // No hosts: localhost, said once.
+    let mut s = service();
+    s["proxy"].as_object_mut().unwrap().remove("hosts");
+    let d = diags(&json!({"services": [s]}));
+    assert!(
+        has(&d, w, "services[0].proxy.hosts", "for the host localhost"),
+        "{d:#?}"
+    );
+
+    // Two services with one id (as text, 42 and "42" are the same): the first wins whole.
+    let mut second = service();
+    second["id"] = json!("42");
+    second["proxy"]["hosts"] = json!(["second.example"]);
+    let l = loaded(&json!({"services": [service(), second]}));
+    let d = all(&l);
+    assert!(
+        has(
+            &d,
+            w,
+            "services[1].id",
+            "service id '42' is also the id of services[0]: APIcast keeps the first"
+        ),
+        "{d:#?}"
+    );
+    let compiled = l.compiled.unwrap();
+    assert_eq!(compiled.services().len(), 1);
+    assert!(compiled.service_for_authority(b"second.example").is_none());
+    // Two services without an id are both 'default'.
+    let (mut a, mut b) = (service(), service());
+    a.as_object_mut().unwrap().remove("id");
+    b.as_object_mut().unwrap().remove("id");
+    b["proxy"]["hosts"] = json!(["b.example"]);
+    let d = diags(&json!({"services": [a, b]}));
+    assert!(
+        has(
+            &d,
+            w,
+            "services[1].id",
+            "'default' is also the id of services[0]"
+        ),
+        "{d:#?}"
+    );
+
+    // No services at all: valid, every request is for an unknown host.
+    for doc in [json!({"services": []}), json!({"proxy_configs": []})] {
+        let l = loaded(&doc);
+        let d = all(&l);
+        assert!(!l.diagnostics.has_errors(), "{d:#?}");
+        assert!(
+            d.iter().any(|(s, _, m)| *s == w
+                && m.contains("no services: every request gets the unknown-host answer")),
+            "{d:#?}"
+        );
+        assert!(l.compiled.unwrap().services().is_empty());
+    }
+}
+
+#[test]
+fn control_service_credentials() {
+    let w = Severity::Warning;
+    let mut s = service();
+    let o = s.as_object_mut().unwrap();
+    o.remove("backend_authentication_type");
+    o.remove("backend_authentication_value");
+    // A top-level provider_key (Porta's spec.json has one) serves services that name none.
+    let c = config(&json!({"provider_key": "pk-1", "services": [s.clone()]}));
+    let auth = c.services[0].control_service_auth.as_ref().unwrap();
+    assert_eq!(auth.kind, ControlServiceAuthKind::ProviderKey);
+    assert_eq!(auth.value.expose(), "pk-1");
+    // Without either, APIcast calls authrep with service_id and the credentials only.
+    let l = loaded(&json!({"services": [s.clone()]}));
+    let d = all(&l);
+    assert!(!l.diagnostics.has_errors(), "{d:#?}");
+    assert!(
+        has(
+            &d,
+            w,
+            "services[0].backend_authentication_value",
+            "without a token, with service_id and the credentials only"
+        ),
+        "{d:#?}"
+    );
+    assert_eq!(l.config.unwrap().services[0].control_service_auth, None);
+    // Half a pair sends nothing either.
+    let mut half = s.clone();
+    half["backend_authentication_type"] = json!("service_token");
+    let d = diags(&json!({"services": [half]}));
+    assert!(
+        has(
+            &d,
+            w,
+            "services[0].backend_authentication_type",
+            "APIcast sends no token"
+        ),
+        "{d:#?}"
+    );
+    let mut half = s;
+    half["backend_authentication_value"] = json!("tok");
+    let d = diags(&json!({"services": [half]}));
+    assert!(
+        has(
+            &d,
+            w,
+            "services[0].backend_authentication_value",
+            "APIcast does not send it"
+        ),
+        "{d:#?}"
+    );
+    // The warning is tied to authorizing: a service that does not never calls.
+    let mut none = service();
+    none.as_object_mut()
+        .unwrap()
+        .remove("backend_authentication_type");
+    none.as_object_mut()
+        .unwrap()
+        .remove("backend_authentication_value");
+    none["proxy"]["policy_chain"] = json!([]);
+    let d = diags(&json!({"services": [none]}));
+    assert!(
+        !d.iter()
+            .any(|x| x.1 == "services[0].backend_authentication_value"),
+        "{d:#?}"
+    );
+}
+
+#[test]
+fn the_apicast_policy_decides_whether_a_service_authorizes() {
+    use crate::config::Authorization;
+    let with_chain = |chain: serde_json::Value| {
+        let mut s = service();
+        s["proxy"]["policy_chain"] = chain;
+        loaded(&json!({"services": [s]}))
+    };
+    let authorization = |l: &crate::Loaded| l.config.as_ref().unwrap().services[0].authorization;
+    // No chain (or null): APIcast's default chain, the apicast policy alone.
+    let mut s = service();
+    s["proxy"]["policy_chain"] = json!(null);
+    assert_eq!(
+        config(&json!({"services": [s]})).services[0].authorization,
+        Authorization::Threescale
+    );
+    assert_eq!(
+        config(&json!({"services": [service()]})).services[0].authorization,
+        Authorization::Threescale
+    );
+    for chain in [
+        json!([{"name": "apicast", "version": "builtin", "configuration": {}}]),
+        json!([{"name": "apicast.policy.apicast"}]),
+        json!([{"name": "logging"}, {"name": "apicast"}]),
+    ] {
+        let l = with_chain(chain.clone());
+        assert_eq!(authorization(&l), Authorization::Threescale, "{chain}");
+    }
+    // An empty chain is a chain: it has no apicast policy (local_chain.lua uses it as given).
+    for chain in [
+        json!([]),
+        json!([{"name": "logging"}]),
+        json!([{"name": "apicast", "enabled": false}]),
+    ] {
+        let l = with_chain(chain.clone());
+        let d = all(&l);
+        assert!(!l.diagnostics.has_errors(), "{chain}: {d:#?}");
+        assert_eq!(authorization(&l), Authorization::None, "{chain}");
+        assert!(
+            has(
+                &d,
+                Severity::Warning,
+                "services[0].proxy.policy_chain",
+                "APIcast does not authorize these requests with 3scale"
+            ),
+            "{chain}: {d:#?}"
+        );
+    }
+}
+
+#[test]
+fn policies_tollgate_cannot_run_are_errors_unless_accepted() {
+    let e = Severity::Error;
+    let w = Severity::Warning;
+    let mut s = service();
+    s["proxy"]["policy_chain"] = json!([
+        {"name": "apicast.policy.cors", "version": "builtin", "configuration": {}},
+        {"name": "apicast", "version": "builtin", "configuration": {}},
+        {"name": "caching", "configuration": {"caching_type": "resilient"}},
+        {"name": "rate_limit"},
+        {"name": "my_custom", "version": "1.0.0"},
+        {"name": "logging", "configuration": {"enable_access_logs": false}},
+        {"name": "ip_check", "enabled": false},
+        {"configuration": {}},
+    ]);
+    let doc = json!({"services": [s]});
+    let l = loaded(&doc);
+    let d = all(&l);
+    assert!(l.compiled.is_none());
+    let at = |k: usize| format!("services[0].proxy.policy_chain[{k}].name");
+    assert!(has(&d, e, &at(0), "policy 'apicast.policy.cors' is not implemented by tollgate: without it the gateway would do less"), "{d:#?}");
+    assert!(has(&d, e, &at(0), "`--skip-policy cors`"), "{d:#?}");
+    assert!(
+        has(
+            &d,
+            e,
+            &at(2),
+            "not implemented by tollgate yet (planned: issue 11)"
+        ),
+        "{d:#?}"
+    );
+    assert!(has(&d, e, &at(3), "(planned: issue 10)"), "{d:#?}");
+    assert!(
+        has(
+            &d,
+            e,
+            &at(4),
+            "not one of APIcast's built-in policies (a custom policy?)"
+        ),
+        "{d:#?}"
+    );
+    // Logging only: skipped with a warning; disabled: left out quietly.
+    assert!(!d.iter().any(|x| x.0 == e && x.1.contains("[5]")), "{d:#?}");
+    assert!(!d.iter().any(|x| x.1.contains("[6]")), "{d:#?}");
+    assert!(
+        has(
+            &d,
+            w,
+            "services[0].proxy.policy_chain[7]",
+            "without a name is ignored"
+        ),
+        "{d:#?}"
+    );
+    assert_eq!(d.iter().filter(|x| x.0 == e).count(), 4, "{d:#?}");
+
+    // Accepted by the caller, by either spelling, or by the document itself.
+    let options = crate::LoadOptions {
+        accept_skipped_policies: vec![
+            "apicast.policy.caching".into(),
+            "cors".into(),
+            "rate_limit".into(),
+            "cros".into(),
+        ],
+    };
+    let mut doc = doc;
+    doc["tollgate"] = json!({"accept_skipped_policies": ["my_custom"]});
+    let l = crate::load_with(doc.to_string().as_bytes(), &options);
+    let d = all(&l);
+    assert!(!l.diagnostics.has_errors(), "{d:#?}");
+    let c = l.config.unwrap();
+    let skipped: Vec<(&str, &str)> = c
+        .skipped_policies
+        .iter()
+        .map(|p| (p.service.as_str(), p.policy.as_str()))
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            ("42", "cors"),
+            ("42", "caching"),
+            ("42", "rate_limit"),
+            ("42", "my_custom"),
+            ("42", "logging")
+        ]
+    );
+    for k in [0, 2, 3, 4, 5] {
+        let p = format!("services[0].proxy.policy_chain[{k}]");
+        assert!(
+            has(&d, w, &p, "the gateway does not run policy"),
+            "{p}: {d:#?}"
+        );
+    }
+    assert!(
+        has(
+            &d,
+            w,
+            "",
+            "policy 'cros' is accepted as skipped, but no service's policy_chain has it"
+        ),
+        "{d:#?}"
+    );
+    assert_eq!(
+        d.iter()
+            .filter(|x| x.2.contains("does not run policy"))
+            .count(),
+        5,
+        "one warning each: {d:#?}"
+    );
+    // The FilterConfig says so, and says it again when it is loaded.
+    let again = load(c.to_json_pretty().as_bytes());
+    let d = all(&again);
+    assert!(
+        has(
+            &d,
+            w,
+            "skipped_policies[0]",
+            "the gateway does not run policy 'cors' of service '42'"
+        ),
+        "{d:#?}"
+    );
+
+    // tollgate's own object is strict.
+    let d = diags(&json!({"tollgate": {"accept_skiped_policies": []}, "services": [service()]}));
+    assert!(
+        has(
+            &d,
+            e,
+            "tollgate.accept_skiped_policies",
+            "tollgate's options are accept_skipped_policies"
+        ),
+        "{d:#?}"
+    );
+    let d = diags(&json!({"tollgate": {"accept_skipped_policies": [3]}, "services": [service()]}));
+    assert!(
+        has(
+            &d,
+            e,
+            "tollgate.accept_skipped_policies[0]",
+            "expected a policy name"
+        ),
+        "{d:#?}"
+    );
+}
+
+#[test]
+fn near_misses_of_known_fields_are_named_at_every_level() {
+    let w = Severity::Warning;
+    let mut s = service();
+    s["proxyy"] = json!({});
+    s["backend_versoin"] = json!(2);
+    let p = &mut s["proxy"];
+    p["hostss"] = json!(["x.example"]);
+    p["credentails_location"] = json!("headers");
+    p["proxy_rule"] = json!([]);
+    p["backend"] = json!({"endpont": "https://su1.3scale.net"});
+    p["policy_chain"] = json!([{"name": "apicast", "configuraton": {}}]);
+    p["proxy_rules"][0]["http_methd"] = json!("POST");
+    p["proxy_rules"][0]["Last"] = json!(true);
+    let d = diags(&json!({"servics": [], "services": [s]}));
+    for (path, known) in [
+        ("servics", "services"),
+        ("services[0].proxyy", "proxy"),
+        ("services[0].backend_versoin", "backend_version"),
+        ("services[0].proxy.hostss", "hosts"),
+        (
+            "services[0].proxy.credentails_location",
+            "credentials_location",
+        ),
+        ("services[0].proxy.proxy_rule", "proxy_rules"),
+        ("services[0].proxy.backend.endpont", "endpoint"),
+        (
+            "services[0].proxy.policy_chain[0].configuraton",
+            "configuration",
+        ),
+        ("services[0].proxy.proxy_rules[0].http_methd", "http_method"),
+        ("services[0].proxy.proxy_rules[0].Last", "last"),
+    ] {
+        assert!(
+            has(&d, w, path, &format!("did you mean '{known}'?")),
+            "{path}: {d:#?}"
+        );
+    }
+    // Porta's own fields, and fields far from any, say nothing.
+    let mut s = service();
+    s["state"] = json!("incomplete");
+    s["proxy"]["sandbox_endpoint"] = json!("https://x");
+    s["proxy"]["policies_config"] = json!([]);
+    s["proxy"]["proxy_rules"][0]["position"] = json!(1);
+    s["proxy"]["proxy_rules"][0]["redirect_url"] = json!(null);
+    s["brand_new_field"] = json!(1);
+    s["proxy"]["backend"] = json!({"endpoint": "https://su1.3scale.net"});
+    let d = diags(&json!({"services": [s]}));
+    assert!(d.is_empty(), "{d:#?}");
+}
+
+#[test]
+fn hosts_are_host_names() {
+    let e = Severity::Error;
+    let mut s = service();
+    s["proxy"]["hosts"] = json!([
+        "https://api.example.com/",
+        "api.example.com/v1",
+        "api.example.com?x=1",
+        "user@api.example.com",
+        "*.example.com",
+        "ok.example.com:8080",
+    ]);
+    let l = loaded(&json!({"services": [s]}));
+    let d = all(&l);
+    assert!(l.compiled.is_none());
+    let at = |k: usize| format!("services[0].proxy.hosts[{k}]");
+    assert!(
+        has(
+            &d,
+            e,
+            &at(0),
+            "is a URL, not a host name: write its host name ('api.example.com')"
+        ),
+        "{d:#?}"
+    );
+    assert!(
+        has(
+            &d,
+            e,
+            &at(1),
+            "has a path or a query: hosts are host names only ('api.example.com')"
+        ),
+        "{d:#?}"
+    );
+    assert!(has(&d, e, &at(2), "has a path or a query"), "{d:#?}");
+    assert!(has(&d, e, &at(3), "is not a host name"), "{d:#?}");
+    assert!(has(&d, e, &at(4), "no wildcards"), "{d:#?}");
+    assert!(
+        has(&d, Severity::Warning, &at(5), "the port is ignored"),
+        "{d:#?}"
+    );
+    assert_eq!(d.iter().filter(|x| x.0 == e).count(), 5, "{d:#?}");
+}
+
+#[test]
+fn filter_configs_written_before_these_fields_still_load() {
+    let c = config(&json!({"services": [service()]}));
+    let mut v: serde_json::Value = serde_json::from_str(&c.to_json_pretty()).unwrap();
+    let svc = v["services"][0].as_object_mut().unwrap();
+    svc.remove("authorization");
+    v.as_object_mut().unwrap().remove("skipped_policies");
+    let l = load(v.to_string().as_bytes());
+    assert_eq!(l.config.as_ref(), Some(&c), "{:?}", l.diagnostics);
+    // And a FilterConfig can say "no token", "no version" and "no authorization".
+    v["services"][0]["control_service_auth"] = json!(null);
+    v["services"][0]["backend_version"] = json!(null);
+    v["services"][0]["authorization"] = json!("none");
+    let l = load(v.to_string().as_bytes());
+    let s = &l.config.as_ref().unwrap().services[0];
+    assert_eq!(
+        (s.control_service_auth.as_ref(), s.backend_version),
+        (None, None)
+    );
+    assert_eq!(s.authorization, crate::config::Authorization::None);
+    let d = all(&l);
+    assert!(
+        has(
+            &d,
+            Severity::Warning,
+            "services[0].authorization",
+            "no 'apicast' policy"
         ),
         "{d:#?}"
     );

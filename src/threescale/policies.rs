@@ -1,0 +1,245 @@
+//! A service's `policy_chain`: whether it authorizes with 3scale (the `apicast` policy), and
+//! what tollgate cannot run.
+//!
+//! APIcast builds each service's chain from `proxy.policy_chain` (`configuration.lua`,
+//! `build_policy_chain`); a service without one runs the default chain, the `apicast` policy
+//! alone (`policy/local_chain/local_chain.lua`). A chain without the `apicast` policy does not
+//! authorize with 3scale at all: the other policies still run.
+//!
+//! tollgate runs the `apicast` policy and nothing else yet. A policy it cannot run is an error
+//! when skipping it would make the gateway do less than the provider configured, unless the
+//! provider accepts skipping it by name (`LoadOptions::accept_skipped_policies`, the CLI's
+//! `--skip-policy`, or `"tollgate": {"accept_skipped_policies": […]}` in the document). A policy
+//! that only changes logging is skipped with a warning. Every skipped policy is recorded in the
+//! FilterConfig's `skipped_policies`.
+//!
+//! A policy object with `enabled: false` is left out quietly: that is Porta's meaning (its
+//! `policies_config` carries `enabled`, and the chain it sends APIcast leaves disabled policies
+//! out). APIcast itself never reads `enabled`.
+
+use serde_json::Value;
+
+use crate::diagnostics::{index, join, Diagnostics};
+
+use super::reader::Reader;
+use super::suggest::Fields;
+
+pub(super) const POLICY_FIELDS: Fields = Fields {
+    read: &["name", "version", "configuration", "enabled"],
+    // What Porta's `policies_config` and its UI add to a policy.
+    ignored: &["removable", "id", "humanName", "description", "summary"],
+};
+
+/// APIcast's name prefix for its built-in policies (`apicast.policy.cors` is `cors`).
+const BUILTIN_PREFIX: &str = "apicast.policy.";
+
+/// APIcast's built-in policies (`gateway/src/apicast/policy/`).
+const BUILTIN: &[&str] = &[
+    "3scale_batcher",
+    "3scale_referrer",
+    "apicast",
+    "caching",
+    "camel",
+    "clear_context",
+    "conditional",
+    "content_caching",
+    "cors",
+    "custom_metrics",
+    "default_credentials",
+    "echo",
+    "fapi",
+    "find_service",
+    "grpc",
+    "headers",
+    "http_proxy",
+    "ip_check",
+    "jwt_claim_check",
+    "jwt_parser",
+    "keycloak_role_check",
+    "liquid_context_debug",
+    "load_configuration",
+    "local_chain",
+    "logging",
+    "maintenance_mode",
+    "management",
+    "nginx_filters",
+    "nginx_metrics",
+    "oauth_mtls",
+    "on_failed",
+    "payload_limits",
+    "rate_limit",
+    "rate_limit_headers",
+    "request_unbuffered",
+    "retry",
+    "rewrite_url_captures",
+    "routing",
+    "soap",
+    "standalone",
+    "statuscode_overwrite",
+    "tls",
+    "tls_validation",
+    "token_introspection",
+    "upstream",
+    "upstream_connection",
+    "upstream_mtls",
+    "url_rewriting",
+    "websocket",
+];
+
+/// Policies whose only effect is on logs and metrics scraped from the gateway (`logging`: the
+/// access log; `nginx_metrics`: the Prometheus endpoint): skipping them changes nothing a
+/// client, the upstream or 3scale sees.
+const LOGGING_ONLY: &[&str] = &["logging", "nginx_metrics"];
+
+/// Policies a later tollgate issue implements.
+const PLANNED: &[(&str, &str)] = &[
+    ("rate_limit", "issue 10"),
+    ("rate_limit_headers", "issue 10"),
+    ("caching", "issue 11"),
+    ("3scale_batcher", "issue 11"),
+];
+
+/// A policy's name without APIcast's built-in prefix: how chains and acceptances are compared.
+pub(super) fn short_name(name: &str) -> &str {
+    name.strip_prefix(BUILTIN_PREFIX).unwrap_or(name)
+}
+
+/// Policy names the provider accepts as skipped, and whether a chain had each.
+#[derive(Debug, Default)]
+pub(super) struct Acceptance {
+    /// (short name, where it was given, used).
+    names: Vec<(String, String, bool)>,
+}
+
+impl Acceptance {
+    /// `at`: where the name was given (a path of the document, or empty for the caller's
+    /// options).
+    pub(super) fn add(&mut self, name: &str, at: String) {
+        let short = short_name(name).to_owned();
+        if !self.names.iter().any(|(n, _, _)| *n == short) {
+            self.names.push((short, at, false));
+        }
+    }
+
+    fn accepts(&mut self, short: &str) -> bool {
+        match self.names.iter_mut().find(|(n, _, _)| n == short) {
+            Some(entry) => {
+                entry.2 = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Warns about every accepted name no chain had (a typo, most likely).
+    pub(super) fn report_unused(&self, diags: &mut Diagnostics) {
+        for (name, at, _) in self.names.iter().filter(|(_, _, used)| !used) {
+            diags.warning(
+                at.clone(),
+                format!(
+                    "policy '{name}' is accepted as skipped, but no service's policy_chain has it"
+                ),
+            );
+        }
+    }
+}
+
+/// What a service's chain means for the gateway.
+#[derive(Debug)]
+pub(super) struct Chain {
+    /// The `apicast` policy runs: requests are authorized with the control service.
+    pub(super) authorizes: bool,
+    /// Policies the gateway does not run, by short name.
+    pub(super) skipped: Vec<SkippedAt>,
+}
+
+#[derive(Debug)]
+pub(super) struct SkippedAt {
+    pub(super) policy: String,
+    /// The path of the policy object.
+    pub(super) at: String,
+}
+
+/// Reads `policy_chain` from the proxy object `r`.
+pub(super) fn policy_chain(r: &mut Reader<'_, '_>, acceptance: &mut Acceptance) -> Chain {
+    let mut chain = Chain {
+        authorizes: true,
+        skipped: Vec::new(),
+    };
+    // No chain (or null): APIcast's default chain, the apicast policy alone.
+    let Some(items) = r.array("policy_chain") else {
+        return chain;
+    };
+    chain.authorizes = false;
+    let chain_at = r.at("policy_chain");
+    for (k, item) in items.iter().enumerate() {
+        let at = index(&chain_at, k);
+        let Value::Object(obj) = item else {
+            r.diags.warning(
+                at,
+                "a policy that is not an object has no name and is ignored (APIcast skips it too)",
+            );
+            continue;
+        };
+        let mut p = Reader::new(obj, at.clone(), &POLICY_FIELDS, r.diags);
+        let name = p.compared("name");
+        let enabled = p.flag("enabled").unwrap_or(true);
+        if p.failed {
+            r.failed = true;
+        }
+        let Some(name) = name else {
+            if obj.get("name").is_none_or(Value::is_null) {
+                r.diags.warning(
+                    at,
+                    "a policy without a name is ignored (APIcast skips it too)",
+                );
+            }
+            continue;
+        };
+        let short = short_name(&name);
+        if !enabled {
+            if short == "apicast" {
+                r.diags.warning(
+                    join(&at, "enabled"),
+                    "the apicast policy is disabled, so it is left out of the chain as Porta \
+                     leaves it out: requests are not authorized with 3scale (APIcast itself \
+                     ignores `enabled` and would run it)",
+                );
+            }
+            continue;
+        }
+        if short == "apicast" {
+            chain.authorizes = true;
+            continue;
+        }
+        let skipped = SkippedAt {
+            policy: short.to_owned(),
+            at: at.clone(),
+        };
+        if LOGGING_ONLY.contains(&short) || acceptance.accepts(short) {
+            chain.skipped.push(skipped);
+            continue;
+        }
+        let what = if let Some((_, issue)) = PLANNED.iter().find(|(n, _)| *n == short) {
+            format!("policy '{name}' is not implemented by tollgate yet (planned: {issue})")
+        } else if BUILTIN.contains(&short) {
+            format!("policy '{name}' is not implemented by tollgate")
+        } else {
+            format!(
+                "policy '{name}' is not one of APIcast's built-in policies (a custom policy?) \
+                 and tollgate cannot run it"
+            )
+        };
+        r.diags.error(
+            join(&at, "name"),
+            format!(
+                "{what}: without it the gateway would do less than this configuration asks. \
+                 To run without it, accept skipping it: `--skip-policy {short}`, or \
+                 \"tollgate\": {{\"accept_skipped_policies\": [\"{short}\"]}} at the top of \
+                 the document"
+            ),
+        );
+        r.failed = true;
+    }
+    chain
+}
