@@ -31,7 +31,7 @@ struct Report<'a> {
 
 pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
     let bytes = read_config(&args.config)?;
-    let loaded = tollgate::load(&bytes);
+    let loaded = tollgate::load_with(&bytes, &args.config.load_options());
     let errors = loaded.diagnostics.errors().count();
     let warnings = loaded.diagnostics.warnings().count();
     let (services, rules) = loaded.config.as_ref().map_or((0, 0), |c| {

@@ -30,7 +30,7 @@ pub struct LoadedConfig {
 /// Loads and compiles; on errors prints every diagnostic to stderr and fails with 64.
 pub fn load(arg: &ConfigArg) -> Result<LoadedConfig, Failure> {
     let bytes = read_config(arg)?;
-    let loaded = tollgate::load(&bytes);
+    let loaded = tollgate::load_with(&bytes, &arg.load_options());
     match (loaded.config, loaded.compiled) {
         (Some(config), Some(compiled)) => Ok(LoadedConfig {
             config,

@@ -58,6 +58,19 @@ pub struct ConfigArg {
     /// Configuration file, or '-' for standard input.
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: PathBuf,
+    /// Accept that the gateway does not run this policy of the services' policy chains (one
+    /// tollgate does not implement); repeat it or give a comma-separated list. The generated
+    /// FilterConfig lists what is skipped.
+    #[arg(long = "skip-policy", value_name = "NAME", value_delimiter = ',')]
+    pub skip_policy: Vec<String>,
+}
+
+impl ConfigArg {
+    pub fn load_options(&self) -> tollgate::LoadOptions {
+        tollgate::LoadOptions {
+            accept_skipped_policies: self.skip_policy.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum, Default)]

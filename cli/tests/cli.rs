@@ -86,20 +86,20 @@ fn check_lists_every_problem_with_its_path_and_exits_64() {
     doc["services"][0]["backend_version"] = json!("7");
     doc["services"][0]["proxy"]["proxy_rules"][0]["delta"] = json!("lots");
     doc["services"][0]["proxy"]["proxy_rules"][1]["http_method"] = json!(null);
-    doc["services"][0]["proxy"]["policy_chain"] = json!([{"name": "cors"}]);
+    doc["services"][0]["proxy"]["policy_chain"] = json!([{"name": "cors"}, {"name": "apicast"}]);
     let f = TempFile::new("bad.json", doc.to_string().as_bytes());
     let out = tollgate(["check", "--config", f.0.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(64));
     let text = stdout(&out);
     for line in [
         "error: services[0].backend_version: unknown backend_version '7': expected 1, 2 or oauth",
-        "error: services[0].proxy.proxy_rules[0].delta: expected an integer, found \"lots\"",
+        "error: services[0].proxy.proxy_rules[0].delta: expected a number, found \"lots\" (APIcast fails counting usage with a string, and the request is never authorized: write the number without quotes)",
         "error: services[0].proxy.proxy_rules[1].http_method: missing",
-        "warning: services[0].proxy.policy_chain[0].name: policy 'cors' is not implemented by tollgate yet; it is ignored",
+        "error: services[0].proxy.policy_chain[0].name: policy 'cors' is not implemented by tollgate: without it the gateway would do less than this configuration asks. To run without it, accept skipping it: `--skip-policy cors`, or \"tollgate\": {\"accept_skipped_policies\": [\"cors\"]} at the top of the document",
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
     }
-    assert!(text.contains("invalid, 3 errors, 2 warnings"), "{text}");
+    assert!(text.contains("invalid, 4 errors, 0 warnings"), "{text}");
 
     let out = tollgate([
         "check",
@@ -111,7 +111,7 @@ fn check_lists_every_problem_with_its_path_and_exits_64() {
     assert_eq!(out.status.code(), Some(64));
     let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(report["valid"], false);
-    assert_eq!(report["errors"], 3);
+    assert_eq!(report["errors"], 4);
     assert_eq!(
         report["diagnostics"][0]["path"],
         "services[0].backend_version"

@@ -477,8 +477,8 @@ fn service_config(
             (&no_proxy, false)
         }
     };
-    let proxy_at = r.at("proxy");
-    let proxy = proxy_config(proxy_obj, &proxy_at, given, acceptance, r.diags);
+    // Read now for backend_version; the chain itself is read with the rest of the proxy.
+    let authorizes = policies::runs_apicast(proxy_obj.get("policy_chain"));
 
     // configuration.lua reads it with `tostring`; configuration/service.lua finds the
     // credentials of versions 1, 2 and oauth, and none for anything else (or nothing).
@@ -495,7 +495,7 @@ fn service_config(
                     let shown = text.unwrap_or_else(|| kind_of(v).to_owned());
                     let message =
                         format!("unknown backend_version '{shown}': expected 1, 2 or oauth");
-                    if proxy.authorizes {
+                    if authorizes {
                         r.error("backend_version", message);
                         refused_version = true;
                     } else {
@@ -554,6 +554,9 @@ fn service_config(
             None
         }
     };
+
+    let proxy_at = r.at("proxy");
+    let proxy = proxy_config(proxy_obj, &proxy_at, given, acceptance, r.diags);
 
     let refused_id = id.is_none();
     let id = id?;

@@ -160,6 +160,20 @@ pub(super) struct SkippedAt {
     pub(super) at: String,
 }
 
+/// Whether a `policy_chain` (as found in the proxy object) runs the apicast policy, without
+/// reporting anything: [`policy_chain`] reads it in full, with this answer.
+pub(super) fn runs_apicast(chain: Option<&Value>) -> bool {
+    let Some(Value::Array(items)) = chain else {
+        // None or null: the default chain; another type is refused where it is read.
+        return true;
+    };
+    items.iter().any(|item| {
+        let name = item.get("name").and_then(Value::as_str).map(short_name);
+        let disabled = item.get("enabled") == Some(&Value::Bool(false));
+        name == Some("apicast") && !disabled
+    })
+}
+
 /// Reads `policy_chain` from the proxy object `r`.
 pub(super) fn policy_chain(r: &mut Reader<'_, '_>, acceptance: &mut Acceptance) -> Chain {
     let mut chain = Chain {
