@@ -14,7 +14,7 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use common::{stderr, stdout};
+use common::{stderr, stdout, tollgate, workspace};
 use serde_json::{json, Value};
 
 /// Runs the built `tollgate` with the configuration `doc` on standard input (`-c -`).
@@ -231,4 +231,24 @@ fn typos_of_known_fields_are_named() {
     ] {
         assert!(lines(&text).contains(&line), "missing {line:?} in\n{text}");
     }
+}
+
+#[test]
+fn a_skipped_policy_no_chain_has_is_named() {
+    let example = workspace().join("examples/sendgrid.json");
+    let out = tollgate([
+        "check",
+        "-c",
+        example.to_str().unwrap(),
+        "--skip-policy",
+        "cros",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        lines(&stdout(&out)).contains(
+            &"warning: policy 'cros' is accepted as skipped, but no service's policy_chain has it"
+        ),
+        "{}",
+        stdout(&out)
+    );
 }
