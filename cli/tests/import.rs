@@ -16,6 +16,7 @@ use std::process::{Command, Output, Stdio};
 
 use common::{stderr, stdout, tollgate, workspace};
 use serde_json::{json, Value};
+use tollgate_testsupport::threescale::{rule, Service};
 
 /// Runs the built `tollgate` with the configuration `doc` on standard input (`-c -`).
 fn run(doc: &Value, args: &[&str]) -> Output {
@@ -42,22 +43,14 @@ fn check(doc: &Value, extra: &[&str]) -> (Option<i32>, String) {
     (out.status.code(), stdout(&out))
 }
 
+/// Service 42 (user_key, token `st-42`, one rule), its control service named, with `chain`.
 fn service(chain: Value) -> Value {
-    json!({
-        "id": 42,
-        "backend_version": 1,
-        "backend_authentication_type": "service_token",
-        "backend_authentication_value": "token-value",
-        "proxy": {
-            "api_backend": "http://127.0.0.1:8081",
-            "hosts": ["api.example.com"],
-            "backend": {"endpoint": "http://127.0.0.1:3001"},
-            "policy_chain": chain,
-            "proxy_rules": [
-                {"http_method": "GET", "pattern": "/", "metric_system_name": "hits", "delta": 1}
-            ]
-        }
-    })
+    Service::new(42)
+        .hosts(&["api.example.com"])
+        .proxy("backend", json!({"endpoint": "http://127.0.0.1:3001"}))
+        .proxy("policy_chain", chain)
+        .rules(vec![rule("GET", "/", "hits")])
+        .build()
 }
 
 fn lines(text: &str) -> Vec<&str> {

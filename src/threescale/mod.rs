@@ -512,7 +512,7 @@ fn service_config(
 
     // backend_client.lua sends `<type>=<value>` when the service has a type, and only
     // `service_id` otherwise.
-    let auth_type = r.text("backend_authentication_type");
+    let auth_type = r.compared("backend_authentication_type");
     let auth_value = r.text("backend_authentication_value");
     let control_service_auth = match (auth_type.as_deref(), auth_value) {
         (Some(t), Some(value)) => {

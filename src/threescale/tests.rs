@@ -3,7 +3,8 @@
 use serde_json::json;
 
 use crate::config::{
-    BackendVersion, ControlServiceAuthKind, CredentialsLocation, ErrorsConfig, FilterConfig,
+    BackendVersion, ControlServiceAuthKind, CredentialsLocation, ErrorResponseConfig, ErrorsConfig,
+    FilterConfig,
 };
 use crate::diagnostics::Severity;
 use crate::load::{load, SourceFormat};
@@ -40,6 +41,15 @@ fn config(doc: &serde_json::Value) -> FilterConfig {
     let loaded = load(doc.to_string().as_bytes());
     assert!(loaded.compiled.is_some(), "{:?}", loaded.diagnostics);
     loaded.config.unwrap()
+}
+
+/// Fails, showing every diagnostic, unless one at `path` of `sev` says `needle`.
+#[track_caller]
+fn expect(d: &[(Severity, String, String)], sev: Severity, path: &str, needle: &str) {
+    assert!(
+        has(d, sev, path, needle),
+        "{sev:?} at {path} saying {needle:?}: {d:#?}"
+    );
 }
 
 fn has(d: &[(Severity, String, String)], sev: Severity, path: &str, needle: &str) -> bool {
@@ -179,80 +189,44 @@ fn every_problem_is_reported_with_its_path() {
     ]);
     let d = diags(&json!({"services": [service(), bad, also_bad]}));
     let e = Severity::Error;
-    assert!(
-        has(
-            &d,
-            e,
-            "services[1].backend_version",
-            "unknown backend_version '3'"
-        ),
-        "{d:#?}"
+    expect(
+        &d,
+        e,
+        "services[1].backend_version",
+        "unknown backend_version '3'",
     );
-    assert!(
-        has(&d, e, "services[1].proxy.credentials_location", "cookie"),
-        "{d:#?}"
+    expect(&d, e, "services[1].proxy.credentials_location", "cookie");
+    expect(&d, e, "services[1].proxy.proxy_rules[1].pattern", "missing");
+    expect(&d, e, "services[1].proxy.proxy_rules[1].delta", "\"many\"");
+    expect(
+        &d,
+        e,
+        "services[1].proxy.proxy_rules[2].http_method",
+        "expected a string, found a number",
     );
-    assert!(
-        has(&d, e, "services[1].proxy.proxy_rules[1].pattern", "missing"),
-        "{d:#?}"
+    expect(
+        &d,
+        Severity::Warning,
+        "services[1].proxy.proxy_rules[2].last",
+        "\"yes\" is not true or false; APIcast treats every value but false as true",
     );
-    assert!(
-        has(&d, e, "services[1].proxy.proxy_rules[1].delta", "\"many\""),
-        "{d:#?}"
-    );
-    assert!(
-        has(
-            &d,
-            e,
-            "services[1].proxy.proxy_rules[2].http_method",
-            "expected a string, found a number"
-        ),
-        "{d:#?}"
-    );
-    assert!(
-        has(
-            &d,
-            Severity::Warning,
-            "services[1].proxy.proxy_rules[2].last",
-            "\"yes\" is not true or false; APIcast treats every value but false as true"
-        ),
-        "{d:#?}"
-    );
-    assert!(
-        has(&d, e, "services[1].proxy.proxy_rules[3]", "found a string"),
-        "{d:#?}"
-    );
-    assert!(
-        has(&d, e, "services[2].proxy.hosts[1]", "found a boolean"),
-        "{d:#?}"
-    );
-    assert!(
-        has(
-            &d,
-            e,
-            "services[2].proxy.proxy_rules[0].pattern",
-            "found an array"
-        ),
-        "{d:#?}"
+    expect(&d, e, "services[1].proxy.proxy_rules[3]", "found a string");
+    expect(&d, e, "services[2].proxy.hosts[1]", "found a boolean");
+    expect(
+        &d,
+        e,
+        "services[2].proxy.proxy_rules[0].pattern",
+        "found an array",
     );
     // The same pass checks the values of what could be read, at the right source paths
     // even though proxy_rules[0] was left out.
-    assert!(
-        has(&d, e, "services[2].proxy.error_status_no_match", "999"),
-        "{d:#?}"
-    );
-    assert!(
-        has(&d, e, "services[2].proxy.api_backend", "test.com"),
-        "{d:#?}"
-    );
-    assert!(
-        has(
-            &d,
-            Severity::Warning,
-            "services[2].proxy.proxy_rules[1].pattern",
-            "'+'"
-        ),
-        "{d:#?}"
+    expect(&d, e, "services[2].proxy.error_status_no_match", "999");
+    expect(&d, e, "services[2].proxy.api_backend", "test.com");
+    expect(
+        &d,
+        Severity::Warning,
+        "services[2].proxy.proxy_rules[1].pattern",
+        "'+'",
     );
     assert_eq!(d.iter().filter(|x| x.0 == e).count(), 10, "{d:#?}");
 
@@ -264,22 +238,10 @@ fn every_problem_is_reported_with_its_path() {
     semantic["proxy"]["backend"] = json!({"endpoint": "ftp://backend"});
     semantic["proxy"]["auth_user_key"] = json!("");
     let d = diags(&json!({"services": [service(), semantic]}));
-    assert!(
-        has(&d, e, "services[1].proxy.error_status_no_match", "999"),
-        "{d:#?}"
-    );
-    assert!(
-        has(&d, e, "services[1].proxy.api_backend", "test.com"),
-        "{d:#?}"
-    );
-    assert!(
-        has(&d, e, "services[1].proxy.backend.endpoint", "ftp"),
-        "{d:#?}"
-    );
-    assert!(
-        has(&d, e, "services[1].proxy.auth_user_key", "empty"),
-        "{d:#?}"
-    );
+    expect(&d, e, "services[1].proxy.error_status_no_match", "999");
+    expect(&d, e, "services[1].proxy.api_backend", "test.com");
+    expect(&d, e, "services[1].proxy.backend.endpoint", "ftp");
+    expect(&d, e, "services[1].proxy.auth_user_key", "empty");
 }
 
 #[test]
@@ -299,37 +261,25 @@ fn pattern_problems_are_warnings_at_the_rule() {
         .map(|d| (d.severity, d.path.clone(), d.message.clone()))
         .collect();
     let w = Severity::Warning;
-    assert!(
-        has(
-            &d,
-            w,
-            "services[0].proxy.proxy_rules[1].pattern",
-            "regular-expression syntax ('+')"
-        ),
-        "{d:#?}"
+    expect(
+        &d,
+        w,
+        "services[0].proxy.proxy_rules[1].pattern",
+        "regular-expression syntax ('+')",
     );
-    assert!(
-        has(
-            &d,
-            w,
-            "services[0].proxy.proxy_rules[2].pattern",
-            "never matches"
-        ),
-        "{d:#?}"
+    expect(
+        &d,
+        w,
+        "services[0].proxy.proxy_rules[2].pattern",
+        "never matches",
     );
-    assert!(
-        has(
-            &d,
-            w,
-            "services[0].proxy.proxy_rules[3].http_method",
-            "never matches a GET"
-        ),
-        "{d:#?}"
+    expect(
+        &d,
+        w,
+        "services[0].proxy.proxy_rules[3].http_method",
+        "never matches a GET",
     );
-    assert!(
-        has(&d, w, "services[0].proxy.proxy_rules[3].delta", "delta 0"),
-        "{d:#?}"
-    );
+    expect(&d, w, "services[0].proxy.proxy_rules[3].delta", "delta 0");
     assert!(!d.iter().any(|x| x.1.contains("proxy_rules[0]")));
 }
 
@@ -348,14 +298,11 @@ fn duplicate_hosts_warn_and_the_first_service_wins() {
         .iter()
         .map(|d| (d.severity, d.path.clone(), d.message.clone()))
         .collect();
-    assert!(
-        has(
-            &d,
-            Severity::Warning,
-            "services[1].proxy.hosts[0]",
-            "already served by services[0]"
-        ),
-        "{d:#?}"
+    expect(
+        &d,
+        Severity::Warning,
+        "services[1].proxy.hosts[0]",
+        "already served by services[0]",
     );
     let compiled = loaded.compiled.unwrap();
     assert_eq!(
@@ -380,14 +327,11 @@ fn oidc_is_refused_rather_than_guessed() {
     s["backend_version"] = json!("oauth");
     s["proxy"]["authentication_method"] = json!("oidc");
     let d = diags(&json!({"services": [s]}));
-    assert!(
-        has(
-            &d,
-            Severity::Error,
-            "services[0].proxy.authentication_method",
-            "not supported"
-        ),
-        "{d:#?}"
+    expect(
+        &d,
+        Severity::Error,
+        "services[0].proxy.authentication_method",
+        "not supported",
     );
 }
 
@@ -451,23 +395,17 @@ fn filter_config_round_trips_and_is_strict() {
         .iter()
         .map(|d| (d.severity, d.path.clone(), d.message.clone()))
         .collect();
-    assert!(
-        has(
-            &d,
-            Severity::Error,
-            "services[0].errors.no_match.status",
-            "99"
-        ),
-        "{d:#?}"
+    expect(
+        &d,
+        Severity::Error,
+        "services[0].errors.no_match.status",
+        "99",
     );
-    assert!(
-        has(
-            &d,
-            Severity::Warning,
-            "services[0].mapping_rules[0].pattern",
-            "never matches"
-        ),
-        "{d:#?}"
+    expect(
+        &d,
+        Severity::Warning,
+        "services[0].mapping_rules[0].pattern",
+        "never matches",
     );
 }
 
@@ -510,6 +448,8 @@ fn translated(doc: &serde_json::Value) -> (Option<FilterConfig>, Vec<(Severity, 
 #[derive(Debug, Clone, Copy)]
 enum Kind {
     Text,
+    /// Used when a string, ignored (with a warning) otherwise: `hostname_rewrite`.
+    StringElseIgnored,
     Compared,
     Integer,
     Count,
@@ -529,7 +469,8 @@ enum Seen {
 #[test]
 fn every_field_follows_the_one_coercion_rule() {
     use serde_json::Value;
-    type Get = fn(&FilterConfig) -> String;
+    type Get = Box<dyn Fn(&FilterConfig) -> String>;
+    type Fixed = fn(&FilterConfig) -> String;
     fn svc(c: &FilterConfig) -> crate::config::ServiceConfig {
         c.services[0].clone()
     }
@@ -537,9 +478,29 @@ fn every_field_follows_the_one_coercion_rule() {
         c.services[0].mapping_rules[0].clone()
     }
     // (path, kind, a valid string and what it reads as, what an absent field reads as, getter)
-    let fields: Vec<(&str, Kind, &str, &str, Get)> = vec![
+    let fixed: Vec<(&str, Kind, &str, &str, Fixed)> = vec![
         ("id", Kind::Text, "77", "default", |c| svc(c).id),
         ("system_name", Kind::Text, "words", "", |c| svc(c).name),
+        // Read when system_name is absent.
+        ("name", Kind::Text, "words", "", |c| svc(c).name),
+        (
+            "backend_authentication_type",
+            Kind::Compared,
+            "provider_key",
+            "none",
+            |c| {
+                svc(c)
+                    .control_service_auth
+                    .map_or("none".into(), |a| a.kind.param().into())
+            },
+        ),
+        (
+            "proxy.hostname_rewrite",
+            Kind::StringElseIgnored,
+            "h.example",
+            "none",
+            |c| svc(c).upstream.hostname_rewrite.unwrap_or("none".into()),
+        ),
         ("backend_version", Kind::Text, "2", "none", |c| {
             svc(c)
                 .backend_version
@@ -599,90 +560,6 @@ fn every_field_follows_the_one_coercion_rule() {
             svc(c).credentials.app_key
         }),
         (
-            "proxy.error_auth_missing",
-            Kind::Text,
-            "no",
-            "Authentication parameters missing",
-            |c| svc(c).errors.auth_missing.body,
-        ),
-        (
-            "proxy.error_auth_failed",
-            Kind::Text,
-            "no",
-            "Authentication failed",
-            |c| svc(c).errors.auth_failed.body,
-        ),
-        (
-            "proxy.error_no_match",
-            Kind::Text,
-            "no",
-            "No Mapping Rule matched",
-            |c| svc(c).errors.no_match.body,
-        ),
-        (
-            "proxy.error_limits_exceeded",
-            Kind::Text,
-            "no",
-            "Limits exceeded",
-            |c| svc(c).errors.limits_exceeded.body,
-        ),
-        (
-            "proxy.error_headers_auth_missing",
-            Kind::Text,
-            "a/b",
-            "text/plain; charset=utf-8",
-            |c| svc(c).errors.auth_missing.content_type,
-        ),
-        (
-            "proxy.error_headers_auth_failed",
-            Kind::Text,
-            "a/b",
-            "text/plain; charset=utf-8",
-            |c| svc(c).errors.auth_failed.content_type,
-        ),
-        (
-            "proxy.error_headers_no_match",
-            Kind::Text,
-            "a/b",
-            "text/plain; charset=utf-8",
-            |c| svc(c).errors.no_match.content_type,
-        ),
-        (
-            "proxy.error_headers_limits_exceeded",
-            Kind::Text,
-            "a/b",
-            "text/plain; charset=utf-8",
-            |c| svc(c).errors.limits_exceeded.content_type,
-        ),
-        (
-            "proxy.error_status_auth_missing",
-            Kind::Integer,
-            "404",
-            "401",
-            |c| svc(c).errors.auth_missing.status.to_string(),
-        ),
-        (
-            "proxy.error_status_auth_failed",
-            Kind::Integer,
-            "404",
-            "403",
-            |c| svc(c).errors.auth_failed.status.to_string(),
-        ),
-        (
-            "proxy.error_status_no_match",
-            Kind::Integer,
-            "404",
-            "404",
-            |c| svc(c).errors.no_match.status.to_string(),
-        ),
-        (
-            "proxy.error_status_limits_exceeded",
-            Kind::Integer,
-            "404",
-            "429",
-            |c| svc(c).errors.limits_exceeded.status.to_string(),
-        ),
-        (
             "proxy.policy_chain[0].name",
             Kind::Compared,
             "apicast",
@@ -737,9 +614,54 @@ fn every_field_follows_the_one_coercion_rule() {
             },
         ),
     ];
+    let mut fields: Vec<(String, Kind, &str, String, Get)> = fixed
+        .into_iter()
+        .map(|(p, k, v, a, g)| (p.to_owned(), k, v, a.to_owned(), Box::new(g) as Get))
+        .collect();
+    // The twelve error fields: body, content type and status of each kind.
+    for kind in crate::ErrorKind::ALL {
+        let x = kind.threescale_suffix();
+        fn error_of(e: &ErrorsConfig, kind: crate::ErrorKind) -> ErrorResponseConfig {
+            match kind {
+                crate::ErrorKind::AuthMissing => e.auth_missing.clone(),
+                crate::ErrorKind::AuthFailed => e.auth_failed.clone(),
+                crate::ErrorKind::NoMatch => e.no_match.clone(),
+                crate::ErrorKind::LimitsExceeded => e.limits_exceeded.clone(),
+            }
+        }
+        let of = move |c: &FilterConfig| error_of(&c.services[0].errors, kind);
+        let d = error_of(&ErrorsConfig::default(), kind);
+        fields.extend([
+            (
+                format!("proxy.error_{x}"),
+                Kind::Text,
+                "no",
+                d.body,
+                Box::new(move |c: &FilterConfig| of(c).body) as Get,
+            ),
+            (
+                format!("proxy.error_headers_{x}"),
+                Kind::Text,
+                "a/b",
+                d.content_type,
+                Box::new(move |c: &FilterConfig| of(c).content_type),
+            ),
+            (
+                format!("proxy.error_status_{x}"),
+                Kind::Integer,
+                "404",
+                d.status.to_string(),
+                Box::new(move |c: &FilterConfig| of(c).status.to_string()),
+            ),
+        ]);
+    }
+    // Every field the import reads but `authentication_method` (only "oidc" means anything, and
+    // it is refused).
+    assert_eq!(fields.len(), 36);
     let read = |s: &str| Seen::Read(s.to_owned());
     let warned = |s: &str| Seen::Warned(s.to_owned());
     for (path, kind, valid, absent, get) in fields {
+        let (path, absent) = (path.as_str(), absent.as_str());
         let digits = if path.ends_with("backend_version") {
             "2"
         } else {
@@ -757,6 +679,12 @@ fn every_field_follows_the_one_coercion_rule() {
                 (json!(true), Seen::Refused),
                 (json!([valid]), Seen::Refused),
                 (json!({"v": valid}), Seen::Refused),
+            ]),
+            Kind::StringElseIgnored => probes.extend([
+                (json!(valid), read(valid)),
+                (json!(7), warned(absent)),
+                (json!(true), warned(absent)),
+                (json!([valid]), warned(absent)),
             ]),
             Kind::Compared => probes.extend([
                 (json!(valid), read(valid)),
@@ -800,10 +728,8 @@ fn every_field_follows_the_one_coercion_rule() {
             } else if path.contains("policy_chain") {
                 s["proxy"]["policy_chain"] = json!([{"name": "apicast"}]);
             }
-            if path == "backend_authentication_value" {
-                s.as_object_mut()
-                    .unwrap()
-                    .remove("backend_authentication_type");
+            if path == "name" {
+                s.as_object_mut().unwrap().remove("system_name");
             }
             if path.starts_with("proxy.backend.") {
                 s["proxy"]["backend"] = json!({});
@@ -815,9 +741,6 @@ fn every_field_follows_the_one_coercion_rule() {
                 s["proxy"]["proxy_rules"][0]["querystring_parameters"] = json!({});
             }
             set(s, path, value.clone());
-            if path == "backend_authentication_value" && !value.is_null() {
-                s["backend_authentication_type"] = json!("service_token");
-            }
             let (config, d) = translated(&doc);
             let full = format!("services[0].{path}");
             let here = |sev| d.iter().any(|(s, p, _)| *s == sev && *p == full);
@@ -868,32 +791,23 @@ fn tolerated_shapes_get_apicast_defaults_and_a_warning() {
     let l = loaded(&json!({"services": [{"id": 1}]}));
     let d = all(&l);
     assert!(!l.diagnostics.has_errors(), "{d:#?}");
-    assert!(
-        has(
-            &d,
-            w,
-            "services[0].proxy",
-            "no proxy: APIcast's defaults apply"
-        ),
-        "{d:#?}"
+    expect(
+        &d,
+        w,
+        "services[0].proxy",
+        "no proxy: APIcast's defaults apply",
     );
-    assert!(
-        has(
-            &d,
-            w,
-            "services[0].backend_version",
-            "every request gets the auth-missing error"
-        ),
-        "{d:#?}"
+    expect(
+        &d,
+        w,
+        "services[0].backend_version",
+        "every request gets the auth-missing error",
     );
-    assert!(
-        has(
-            &d,
-            w,
-            "services[0].backend_authentication_value",
-            "without a token, with service_id and the credentials only"
-        ),
-        "{d:#?}"
+    expect(
+        &d,
+        w,
+        "services[0].backend_authentication_value",
+        "without a token, with service_id and the credentials only",
     );
     let svc = &l.config.as_ref().unwrap().services[0];
     assert_eq!(svc.hosts, ["localhost"]);
@@ -918,10 +832,7 @@ fn tolerated_shapes_get_apicast_defaults_and_a_warning() {
     let mut s = service();
     s["proxy"].as_object_mut().unwrap().remove("hosts");
     let d = diags(&json!({"services": [s]}));
-    assert!(
-        has(&d, w, "services[0].proxy.hosts", "for the host localhost"),
-        "{d:#?}"
-    );
+    expect(&d, w, "services[0].proxy.hosts", "for the host localhost");
 
     // Two services with one id (as text, 42 and "42" are the same): the first wins whole.
     let mut second = service();
@@ -929,14 +840,11 @@ fn tolerated_shapes_get_apicast_defaults_and_a_warning() {
     second["proxy"]["hosts"] = json!(["second.example"]);
     let l = loaded(&json!({"services": [service(), second]}));
     let d = all(&l);
-    assert!(
-        has(
-            &d,
-            w,
-            "services[1].id",
-            "service id '42' is also the id of services[0]: APIcast keeps the first"
-        ),
-        "{d:#?}"
+    expect(
+        &d,
+        w,
+        "services[1].id",
+        "service id '42' is also the id of services[0]: APIcast keeps the first",
     );
     let compiled = l.compiled.unwrap();
     assert_eq!(compiled.services().len(), 1);
@@ -947,14 +855,11 @@ fn tolerated_shapes_get_apicast_defaults_and_a_warning() {
     b.as_object_mut().unwrap().remove("id");
     b["proxy"]["hosts"] = json!(["b.example"]);
     let d = diags(&json!({"services": [a, b]}));
-    assert!(
-        has(
-            &d,
-            w,
-            "services[1].id",
-            "'default' is also the id of services[0]"
-        ),
-        "{d:#?}"
+    expect(
+        &d,
+        w,
+        "services[1].id",
+        "'default' is also the id of services[0]",
     );
 
     // No services at all: valid, every request is for an unknown host.
@@ -987,40 +892,31 @@ fn control_service_credentials() {
     let l = loaded(&json!({"services": [s.clone()]}));
     let d = all(&l);
     assert!(!l.diagnostics.has_errors(), "{d:#?}");
-    assert!(
-        has(
-            &d,
-            w,
-            "services[0].backend_authentication_value",
-            "without a token, with service_id and the credentials only"
-        ),
-        "{d:#?}"
+    expect(
+        &d,
+        w,
+        "services[0].backend_authentication_value",
+        "without a token, with service_id and the credentials only",
     );
     assert_eq!(l.config.unwrap().services[0].control_service_auth, None);
     // Half a pair sends nothing either.
     let mut half = s.clone();
     half["backend_authentication_type"] = json!("service_token");
     let d = diags(&json!({"services": [half]}));
-    assert!(
-        has(
-            &d,
-            w,
-            "services[0].backend_authentication_type",
-            "APIcast sends no token"
-        ),
-        "{d:#?}"
+    expect(
+        &d,
+        w,
+        "services[0].backend_authentication_type",
+        "APIcast sends no token",
     );
     let mut half = s;
     half["backend_authentication_value"] = json!("tok");
     let d = diags(&json!({"services": [half]}));
-    assert!(
-        has(
-            &d,
-            w,
-            "services[0].backend_authentication_value",
-            "APIcast does not send it"
-        ),
-        "{d:#?}"
+    expect(
+        &d,
+        w,
+        "services[0].backend_authentication_value",
+        "APIcast does not send it",
     );
     // The warning is tied to authorizing: a service that does not never calls.
     let mut none = service();
@@ -1109,38 +1005,29 @@ fn policies_tollgate_cannot_run_are_errors_unless_accepted() {
     let d = all(&l);
     assert!(l.compiled.is_none());
     let at = |k: usize| format!("services[0].proxy.policy_chain[{k}].name");
-    assert!(has(&d, e, &at(0), "policy 'apicast.policy.cors' is not implemented by tollgate: without it the gateway would do less"), "{d:#?}");
-    assert!(has(&d, e, &at(0), "`--skip-policy cors`"), "{d:#?}");
-    assert!(
-        has(
-            &d,
-            e,
-            &at(2),
-            "not implemented by tollgate yet (planned: issue 11)"
-        ),
-        "{d:#?}"
+    expect(&d, e, &at(0), "policy 'apicast.policy.cors' is not implemented by tollgate: without it the gateway would do less");
+    expect(&d, e, &at(0), "`--skip-policy cors`");
+    expect(
+        &d,
+        e,
+        &at(2),
+        "not implemented by tollgate yet (planned: issue 11)",
     );
-    assert!(has(&d, e, &at(3), "(planned: issue 10)"), "{d:#?}");
-    assert!(
-        has(
-            &d,
-            e,
-            &at(4),
-            "not one of APIcast's built-in policies (a custom policy?)"
-        ),
-        "{d:#?}"
+    expect(&d, e, &at(3), "(planned: issue 10)");
+    expect(
+        &d,
+        e,
+        &at(4),
+        "not one of APIcast's built-in policies (a custom policy?)",
     );
     // Logging only: skipped with a warning; disabled: left out quietly.
     assert!(!d.iter().any(|x| x.0 == e && x.1.contains("[5]")), "{d:#?}");
     assert!(!d.iter().any(|x| x.1.contains("[6]")), "{d:#?}");
-    assert!(
-        has(
-            &d,
-            w,
-            "services[0].proxy.policy_chain[7]",
-            "without a name is ignored"
-        ),
-        "{d:#?}"
+    expect(
+        &d,
+        w,
+        "services[0].proxy.policy_chain[7]",
+        "without a name is ignored",
     );
     assert_eq!(d.iter().filter(|x| x.0 == e).count(), 4, "{d:#?}");
 
@@ -1181,14 +1068,11 @@ fn policies_tollgate_cannot_run_are_errors_unless_accepted() {
             "{p}: {d:#?}"
         );
     }
-    assert!(
-        has(
-            &d,
-            w,
-            "",
-            "policy 'cros' is accepted as skipped, but no service's policy_chain has it"
-        ),
-        "{d:#?}"
+    expect(
+        &d,
+        w,
+        "",
+        "policy 'cros' is accepted as skipped, but no service's policy_chain has it",
     );
     assert_eq!(
         d.iter()
@@ -1200,36 +1084,27 @@ fn policies_tollgate_cannot_run_are_errors_unless_accepted() {
     // The FilterConfig says so, and says it again when it is loaded.
     let again = load(c.to_json_pretty().as_bytes());
     let d = all(&again);
-    assert!(
-        has(
-            &d,
-            w,
-            "skipped_policies[0]",
-            "the gateway does not run policy 'cors' of service '42'"
-        ),
-        "{d:#?}"
+    expect(
+        &d,
+        w,
+        "skipped_policies[0]",
+        "the gateway does not run policy 'cors' of service '42'",
     );
 
     // tollgate's own object is strict.
     let d = diags(&json!({"tollgate": {"accept_skiped_policies": []}, "services": [service()]}));
-    assert!(
-        has(
-            &d,
-            e,
-            "tollgate.accept_skiped_policies",
-            "tollgate's options are accept_skipped_policies"
-        ),
-        "{d:#?}"
+    expect(
+        &d,
+        e,
+        "tollgate.accept_skiped_policies",
+        "tollgate's options are accept_skipped_policies",
     );
     let d = diags(&json!({"tollgate": {"accept_skipped_policies": [3]}, "services": [service()]}));
-    assert!(
-        has(
-            &d,
-            e,
-            "tollgate.accept_skipped_policies[0]",
-            "expected a policy name"
-        ),
-        "{d:#?}"
+    expect(
+        &d,
+        e,
+        "tollgate.accept_skipped_policies[0]",
+        "expected a policy name",
     );
 }
 
@@ -1300,31 +1175,22 @@ fn hosts_are_host_names() {
     let d = all(&l);
     assert!(l.compiled.is_none());
     let at = |k: usize| format!("services[0].proxy.hosts[{k}]");
-    assert!(
-        has(
-            &d,
-            e,
-            &at(0),
-            "is a URL, not a host name: write its host name ('api.example.com')"
-        ),
-        "{d:#?}"
+    expect(
+        &d,
+        e,
+        &at(0),
+        "is a URL, not a host name: write its host name ('api.example.com')",
     );
-    assert!(
-        has(
-            &d,
-            e,
-            &at(1),
-            "has a path or a query: hosts are host names only ('api.example.com')"
-        ),
-        "{d:#?}"
+    expect(
+        &d,
+        e,
+        &at(1),
+        "has a path or a query: hosts are host names only ('api.example.com')",
     );
-    assert!(has(&d, e, &at(2), "has a path or a query"), "{d:#?}");
-    assert!(has(&d, e, &at(3), "is not a host name"), "{d:#?}");
-    assert!(has(&d, e, &at(4), "no wildcards"), "{d:#?}");
-    assert!(
-        has(&d, Severity::Warning, &at(5), "the port is ignored"),
-        "{d:#?}"
-    );
+    expect(&d, e, &at(2), "has a path or a query");
+    expect(&d, e, &at(3), "is not a host name");
+    expect(&d, e, &at(4), "no wildcards");
+    expect(&d, Severity::Warning, &at(5), "the port is ignored");
     assert_eq!(d.iter().filter(|x| x.0 == e).count(), 5, "{d:#?}");
 }
 
@@ -1349,13 +1215,10 @@ fn filter_configs_written_before_these_fields_still_load() {
     );
     assert_eq!(s.authorization, crate::config::Authorization::None);
     let d = all(&l);
-    assert!(
-        has(
-            &d,
-            Severity::Warning,
-            "services[0].authorization",
-            "no 'apicast' policy"
-        ),
-        "{d:#?}"
+    expect(
+        &d,
+        Severity::Warning,
+        "services[0].authorization",
+        "no 'apicast' policy",
     );
 }
