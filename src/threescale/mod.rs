@@ -48,6 +48,11 @@ struct SourceService {
     /// Index in `proxy.hosts` of each translated host; `None` when `hosts` was absent and
     /// defaulted to `localhost`.
     hosts: Option<Vec<usize>>,
+    /// The service has a `proxy` object; without one, what is said about its fields is said
+    /// at `proxy`.
+    proxy: bool,
+    /// `proxy.backend` is a URL (a string), not an object.
+    backend_url: bool,
 }
 
 impl SourcePaths for ThreescalePaths {
@@ -82,6 +87,11 @@ impl SourcePaths for ThreescalePaths {
                     ServiceField::ControlServiceAuth | ServiceField::AuthValue => {
                         "backend_authentication_value".into()
                     }
+                    ServiceField::BackendEndpoint
+                        if self.services.get(i).is_some_and(|s| s.backend_url) =>
+                    {
+                        "proxy.backend".into()
+                    }
                     ServiceField::BackendEndpoint => "proxy.backend.endpoint".into(),
                     ServiceField::BackendHost => "proxy.backend.host".into(),
                     ServiceField::ApiBackend => "proxy.api_backend".into(),
@@ -106,6 +116,10 @@ impl SourcePaths for ThreescalePaths {
                     ),
                     ServiceField::Rules => "proxy.proxy_rules".into(),
                 };
+                let has_proxy = self.services.get(i).is_some_and(|s| s.proxy);
+                if tail.starts_with("proxy.") && !has_proxy {
+                    return join(&b, "proxy");
+                }
                 join(&b, &tail)
             }
             Loc::Rule(i, j, field) => {
@@ -294,6 +308,8 @@ pub fn translate(
             at,
             rules: sources.rules,
             hosts: sources.hosts,
+            proxy: sources.proxy,
+            backend_url: sources.backend_url,
         });
     }
     acceptance.report_unused(diags);
@@ -430,6 +446,8 @@ const SERVICE_FIELDS: Fields = Fields {
 struct Sources {
     rules: Vec<usize>,
     hosts: Option<Vec<usize>>,
+    proxy: bool,
+    backend_url: bool,
     skipped: Vec<policies::SkippedAt>,
 }
 
@@ -584,6 +602,8 @@ fn service_config(
         Sources {
             rules: proxy.rule_sources,
             hosts: proxy.host_sources,
+            proxy: given,
+            backend_url: proxy.backend_url,
             skipped: proxy.skipped,
         },
     ))
@@ -591,6 +611,8 @@ fn service_config(
 
 struct Proxy {
     hosts: Vec<String>,
+    /// `backend` was given as a URL.
+    backend_url: bool,
     host_sources: Option<Vec<usize>>,
     authorizes: bool,
     skipped: Vec<policies::SkippedAt>,
@@ -844,6 +866,7 @@ fn proxy_config(
 
     Proxy {
         hosts,
+        backend_url: matches!(r.value("backend"), Some(Value::String(_))),
         host_sources,
         authorizes: chain.authorizes,
         skipped: chain.skipped,

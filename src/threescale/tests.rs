@@ -809,12 +809,30 @@ fn tolerated_shapes_get_apicast_defaults_and_a_warning() {
         "services[0].backend_authentication_value",
         "without a token, with service_id and the credentials only",
     );
+    // What is said about its proxy's fields is said where the proxy would be.
+    expect(&d, w, "services[0].proxy", "no api_backend");
     let svc = &l.config.as_ref().unwrap().services[0];
     assert_eq!(svc.hosts, ["localhost"]);
     assert!(svc.mapping_rules.is_empty());
     assert_eq!(svc.backend_version, None);
     assert_eq!(svc.control_service_auth, None);
     assert_eq!(svc.upstream.api_backend, None);
+
+    // configuration.lua: `backend.endpoint or tostring(backend)`: a URL works as the backend.
+    let mut s = service();
+    s["proxy"]["backend"] = json!("https://su1.3scale.net");
+    let c = config(&json!({"services": [s.clone()]}));
+    assert_eq!(
+        c.services[0].backend.endpoint.as_deref(),
+        Some("https://su1.3scale.net")
+    );
+    s["proxy"]["backend"] = json!("ftp://x");
+    expect(
+        &diags(&json!({"services": [s]})),
+        Severity::Error,
+        "services[0].proxy.backend",
+        "ftp",
+    );
 
     // No id: APIcast's `tostring(service.id or 'default')`.
     let mut s = service();
