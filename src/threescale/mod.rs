@@ -576,9 +576,9 @@ fn service_config(
     let proxy_at = r.at("proxy");
     let proxy = proxy_config(proxy_obj, &proxy_at, given, acceptance, r.diags);
 
-    let refused_id = id.is_none();
+    debug_assert_eq!(authorizes, proxy.authorizes, "two readings of {at}'s chain");
     let id = id?;
-    if refused_id || refused_version {
+    if refused_version {
         return None;
     }
     Some((
