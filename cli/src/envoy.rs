@@ -7,7 +7,8 @@
 //!   host claimed by an earlier service stays with it, as the filter does), routing to the
 //!   service's `api_backend`: `Host` becomes `hostname_rewrite`, else the backend's host (with
 //!   its port only when it is not the scheme's default), and the backend's path is put in front
-//!   of the request path (`http://h/v2`: `/x` → `/v2/x`, `/` → `/v2`, `/?a=1` → `/v2?a=1`).
+//!   of the request path (`http://h/v2`: `/x` → `/v2/x`, `/` → `/v2`, `/?a=1` → `/v2?a=1`;
+//!   `http://h/v2/`: `/x` → `/v2/x`, `/` → `/v2/`, as APIcast).
 //!   A service without `api_backend` answers 404, as APIcast does;
 //! - a last virtual host (`*`) answering 404 itself, so an unknown host is never forwarded even
 //!   without the filter;
@@ -162,7 +163,7 @@ pub fn bootstrap(config: &FilterConfig, options: &EnvoyOptions) -> Result<Bootst
                 Route::NotFound => vec![RouteEntry::not_found()],
                 Route::Upstream(up) => {
                     let cluster = upstream_names.get(up.upstream()).map_or("", String::as_str);
-                    upstream_routes(cluster, up.host_header(), up.path_prefix())
+                    upstream_routes(cluster, up.host_header(), up.root_path(), up.path_prefix())
                 }
             };
             VirtualHost {
@@ -265,20 +266,20 @@ fn backend_url(raw: &str) -> Result<Target, EnvoyError> {
     Ok(Target::of(&url))
 }
 
-/// Routes to `cluster` with `Host: host`, the backend's path `prefix` put in front of the
-/// request's.
-fn upstream_routes(cluster: &str, host: &str, prefix: &str) -> Vec<RouteEntry> {
+/// Routes to `cluster` with `Host: host`: a request for `/` goes to `root` (the backend's
+/// path as written), any other below `prefix` (that path merged, without a trailing `/`).
+fn upstream_routes(cluster: &str, host: &str, root: &str, prefix: &str) -> Vec<RouteEntry> {
     let action = |prefix_rewrite: Option<String>| RouteAction {
         cluster: cluster.to_owned(),
         host_rewrite_literal: host.to_owned(),
         prefix_rewrite,
     };
-    if prefix.is_empty() {
+    if root.is_empty() {
         return vec![RouteEntry::to(RouteMatch::prefix("/"), action(None))];
     }
     vec![
-        // APIcast: request `/` goes to exactly the backend's path.
-        RouteEntry::to(RouteMatch::path("/"), action(Some(prefix.to_owned()))),
+        // APIcast: request `/` goes to exactly the backend's path, `/x` to `<prefix>/x`.
+        RouteEntry::to(RouteMatch::path("/"), action(Some(root.to_owned()))),
         RouteEntry::to(RouteMatch::prefix("/"), action(Some(format!("{prefix}/")))),
     ]
 }

@@ -76,7 +76,7 @@ fn routes_of(api_backend: &str) -> Vec<Value> {
 
 #[test]
 fn backend_without_path_needs_no_rewrite() {
-    for backend in ["http://h", "http://h/", "http://h:8080//"] {
+    for backend in ["http://h", "http://h/", "http://h:8080/?x=1"] {
         let routes = routes_of(backend);
         assert_eq!(routes.len(), 1, "{backend}");
         assert_eq!(routes[0]["match"], json!({"prefix": "/"}));
@@ -89,10 +89,15 @@ fn backend_without_path_needs_no_rewrite() {
 
 #[test]
 fn backend_path_is_put_in_front_of_the_request_path() {
+    // APIcast (upstream.lua's prefix_path): `/` becomes the backend's path as written, any
+    // other path is joined to it with `/` and the slashes merged.
     for (backend, exact, prefix) in [
         ("http://h/v2", "/v2", "/v2/"),
-        ("http://h/v2/", "/v2", "/v2/"),
+        ("http://h/v2/", "/v2/", "/v2/"),
+        ("http://h/api-backend/", "/api-backend/", "/api-backend/"),
         ("http://h/a/b?x=1", "/a/b", "/a/b/"),
+        ("http://h/a//b//", "/a//b//", "/a/b/"),
+        ("http://h:8080//", "//", "/"),
     ] {
         let routes = routes_of(backend);
         assert_eq!(routes.len(), 2, "{backend}");
