@@ -14,7 +14,8 @@
 //!   without the filter;
 //! - the http filters: `envoy.filters.http.wasm` (V8, the module from `--wasm` as given: a
 //!   relative path is resolved from Envoy's working directory; the FilterConfig JSON of
-//!   `tollgate generate filter` as a `StringValue`; `vm_id`/`root_id` `tollgate`;
+//!   `tollgate generate filter` as a `StringValue`, with `control_service.authority` set to
+//!   `--backend-url`'s host and port when it is given; `vm_id`/`root_id` `tollgate`;
 //!   `FAIL_RELOAD`; `allow_on_headers_stop_iteration`, without which Envoy withholds the body
 //!   the filter waits for), then the router;
 //! - one cluster per distinct upstream (scheme, host, port), named `api_backend_<host>_<port>`
@@ -23,7 +24,7 @@
 //!   `LOGICAL_DNS` (IPv4 preferred) for names, TLS with SNI for https;
 //! - the control-service cluster, named by `control_service.cluster`, for `--backend-url`, else
 //!   the services' `backend.endpoint` (they must agree; only scheme, host and port matter: the
-//!   filter sends its own path and `:authority`);
+//!   filter sends its own path, and the `:authority` of the URL the cluster targets);
 //! - the admin interface, on a loopback address only.
 //!
 //! Not expressed: a query string in `api_backend` (APIcast replaces the request's query with
@@ -133,8 +134,15 @@ pub fn bootstrap(config: &FilterConfig, options: &EnvoyOptions) -> Result<Bootst
         return Err(EnvoyError::Config(diags.errors().cloned().collect()));
     };
     let gateway = compiled.gateway();
+    // Pointed elsewhere, the cluster's target names the calls' `:authority` too, as APIcast's
+    // BACKEND_ENDPOINT_OVERRIDE does.
+    let mut embedded = config.clone();
     let control = match options.backend_url.as_deref() {
-        Some(raw) => backend_url(raw)?,
+        Some(raw) => {
+            let target = backend_url(raw)?;
+            embedded.control_service.authority = Some(target.authority());
+            target
+        }
         None => gateway
             .control()
             .cloned()
@@ -198,7 +206,7 @@ pub fn bootstrap(config: &FilterConfig, options: &EnvoyOptions) -> Result<Bootst
                 },
                 configuration: StringValue {
                     type_url: "type.googleapis.com/google.protobuf.StringValue",
-                    value: embeddable_json(config),
+                    value: embeddable_json(&embedded),
                 },
                 failure_policy: "FAIL_RELOAD",
                 // The filter pauses in on_request_headers to read urlencoded body arguments;

@@ -98,12 +98,19 @@ pub fn compile(
         }
         seen_ids.push(&svc.id);
         let domains = index_hosts(svc, i, &mut hosts, paths, diags);
-        if let Some(mut service) = compile_service(svc, i, cluster, &mut nodes_left, paths, diags) {
+        if let Some(mut service) = compile_service(svc, i, &mut nodes_left, paths, diags) {
             service.domains = domains;
             services.push(service);
         }
     }
     let control_url = agreed_control_url(&services, paths, diags);
+    let authority = config.control_service.authority.as_deref();
+    if let Some(a) = authority {
+        check_authority(a, paths.path(Loc::ControlService("authority")), diags);
+    }
+    for service in &mut services {
+        service.settle_control_authority(authority, control_url.as_ref(), cluster);
+    }
     if diags.errors().count() > errors_before {
         return None;
     }
@@ -227,6 +234,23 @@ pub(super) fn same_target(a: &HttpUrl, b: &HttpUrl) -> bool {
     (a.https, &a.host, a.effective_port()) == (b.https, &b.host, b.effective_port())
 }
 
+/// A `:authority` the operator gives: a host, with a port perhaps; nothing a header or a
+/// request line could not carry.
+fn check_authority(value: &str, at: String, diags: &mut Diagnostics) {
+    if value.is_empty()
+        || value
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        diags.error(
+            at,
+            format!(
+                "'{value}' is not a host (with an optional port) for the control service's calls"
+            ),
+        );
+    }
+}
+
 fn check_header_value(value: &str, at: String, what: &str, diags: &mut Diagnostics) {
     if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
         diags.error(
@@ -239,7 +263,6 @@ fn check_header_value(value: &str, at: String, what: &str, diags: &mut Diagnosti
 fn compile_service(
     svc: &ServiceConfig,
     i: usize,
-    control_cluster: &str,
     nodes_left: &mut usize,
     paths: &dyn SourcePaths,
     diags: &mut Diagnostics,
@@ -470,11 +493,6 @@ fn compile_service(
         return None;
     }
     let credentials = CredentialSource::new(svc.backend_version, &svc.credentials);
-    let control_authority = match (&svc.backend.host, &backend_endpoint) {
-        (Some(h), _) if !h.is_empty() => h.clone(),
-        (_, Some(url)) => url.host_header(),
-        _ => control_cluster.to_owned(),
-    };
     Some(Service {
         index: ServiceIndex::from_usize(i),
         id: svc.id.as_str().into(),
@@ -493,7 +511,8 @@ fn compile_service(
                 .clone()
                 .filter(|t| !t.expose().is_empty()),
         },
-        control_authority: control_authority.into(),
+        // Settled once the gateway's control service is known.
+        control_authority: Box::default(),
         domains: Box::default(),
         credentials,
         errors,

@@ -67,6 +67,17 @@ impl Target {
         self.port
     }
 
+    /// `host[:port]` as a request to it names it: the port only when it is not the scheme's
+    /// default.
+    pub fn authority(&self) -> String {
+        let default = if self.https { 443 } else { 80 };
+        if self.port == default {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
     /// The host as an address, when it is a literal one (no name to resolve).
     pub fn ip(&self) -> Option<IpAddr> {
         self.bare_host().parse().ok()

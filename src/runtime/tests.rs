@@ -129,6 +129,102 @@ fn an_authorized_request_goes_upstream_with_the_secret_token() {
     assert!(host.log.lines().is_empty());
 }
 
+/// A service of its own host with `backend` as its `proxy.backend` (`null`: none).
+fn service_with_backend(id: u32, backend: Value) -> Value {
+    let mut proxy = json!({
+        "api_backend": "http://127.0.0.1:8081",
+        "hosts": [format!("s{id}.example.com")],
+        "proxy_rules": [{"http_method": "GET", "pattern": "/", "metric_system_name": "hits", "delta": 1}]
+    });
+    if !backend.is_null() {
+        proxy["backend"] = backend;
+    }
+    json!({
+        "id": id,
+        "backend_version": 1,
+        "backend_authentication_type": "service_token",
+        "backend_authentication_value": "svc-token",
+        "proxy": proxy
+    })
+}
+
+/// The `:authority` of each service's call, with the operator's `control_service.authority`.
+fn call_authorities(services: Vec<Value>, authority: Option<&str>) -> Vec<String> {
+    let loaded = load(json!({ "services": services }).to_string().as_bytes());
+    let mut config = loaded.config.unwrap();
+    config.control_service.authority = authority.map(str::to_owned);
+    let mut diags = crate::Diagnostics::new();
+    let compiled = crate::compile(&config, &crate::config::FilterConfigPaths, &mut diags).unwrap();
+    let gw = Runtime::new(compiled, None);
+    let (host, mut ws) = (FakeHost::default(), Workspace::new());
+    (0..services.len())
+        .map(|i| {
+            let request = headers(&[
+                (":method", "GET"),
+                (":path", "/?user_key=k"),
+                (":authority", &format!("s{}.example.com", i + 1)),
+            ]);
+            let mut flow = RequestFlow::new();
+            match flow.on_request_headers(&gw, &mut ws, request, true, host.effects()) {
+                Action::Call(call) => call.authority.to_owned(),
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect()
+}
+
+/// APIcast's backend client sends `backend.host`, else the host of the URL it calls; the
+/// URL an operator points the cluster at (its BACKEND_ENDPOINT_OVERRIDE) wins over both.
+#[test]
+fn calls_carry_the_authority_of_the_control_service_they_reach() {
+    let services = vec![
+        service_with_backend(1, json!({"endpoint": "http://control.internal:3000"})),
+        // Names none: its calls go to the cluster the others name.
+        service_with_backend(2, Value::Null),
+        service_with_backend(
+            3,
+            json!({"endpoint": "http://control.internal:3000", "host": "su1.3scale.net"}),
+        ),
+    ];
+    assert_eq!(
+        call_authorities(services.clone(), None),
+        [
+            "control.internal:3000",
+            "control.internal:3000",
+            "su1.3scale.net"
+        ]
+    );
+    assert_eq!(
+        call_authorities(services, Some("127.0.0.1:3001")),
+        ["127.0.0.1:3001", "127.0.0.1:3001", "127.0.0.1:3001"]
+    );
+    // No control service anywhere: the cluster's name, as before.
+    assert_eq!(
+        call_authorities(vec![service_with_backend(1, Value::Null)], None),
+        ["tollgate_control_service"]
+    );
+}
+
+#[test]
+fn an_authority_no_header_can_carry_is_an_error_at_its_path() {
+    for bad in ["", "has space", "a\r\nb"] {
+        let loaded = load(
+            json!({"services": [service_with_backend(1, Value::Null)]})
+                .to_string()
+                .as_bytes(),
+        );
+        let mut doc = serde_json::to_value(loaded.config.unwrap()).unwrap();
+        doc["control_service"]["authority"] = json!(bad);
+        let loaded = load(doc.to_string().as_bytes());
+        let errors: Vec<_> = loaded
+            .diagnostics
+            .errors()
+            .map(|d| d.path.clone())
+            .collect();
+        assert_eq!(errors, ["control_service.authority"], "{bad:?}");
+    }
+}
+
 #[test]
 fn local_denials_answer_with_the_service_errors_and_are_counted() {
     let (gw, host, mut ws) = setup(

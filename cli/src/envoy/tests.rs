@@ -54,6 +54,12 @@ fn vhosts(t: &Value) -> &Vec<Value> {
     hcm(t)["route_config"]["virtual_hosts"].as_array().unwrap()
 }
 
+/// The FilterConfig the filter receives.
+fn embedded(t: &Value) -> Value {
+    let value = &hcm(t)["http_filters"][0]["typed_config"]["config"]["configuration"]["value"];
+    serde_json::from_str(value.as_str().unwrap()).unwrap()
+}
+
 fn clusters(t: &Value) -> &Vec<Value> {
     t["static_resources"]["clusters"].as_array().unwrap()
 }
@@ -311,6 +317,30 @@ fn control_service_cluster_from_backend_url_or_endpoint() {
         control["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
             ["socket_address"],
         json!({"address": "127.0.0.1", "port_value": 3001})
+    );
+    // The filter's calls name the host they really reach.
+    assert_eq!(
+        embedded(&t)["control_service"]["authority"],
+        "127.0.0.1:3001"
+    );
+    for (url, authority) in [
+        ("https://backend.example:443", "backend.example"),
+        ("http://localhost:80", "localhost"),
+        ("https://[::1]:8443", "[::1]:8443"),
+    ] {
+        o.backend_url = Some(url.into());
+        assert_eq!(
+            embedded(&tree(&c, &o))["control_service"]["authority"],
+            authority,
+            "{url}"
+        );
+    }
+    // Without --backend-url the cluster is the services' endpoint: each service's own
+    // backend.host or endpoint host names its calls, as in `generate filter`'s output.
+    let t = tree(&c, &options());
+    assert!(
+        embedded(&t)["control_service"].get("authority").is_none(),
+        "{t:#}"
     );
     // The cluster's name is the configuration's.
     let mut renamed = c.clone();
