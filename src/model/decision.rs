@@ -167,11 +167,18 @@ impl Reply<'_> {
     /// Serializes the reply's headers as a host's header map into `out`: its content type,
     /// and `Retry-After` when it has one.
     pub fn encode_headers(&self, out: &mut Vec<u8>) {
+        self.encode_headers_with(&[], out);
+    }
+
+    /// As [`Reply::encode_headers`], followed by `extra` (the debug headers a request asked
+    /// for, from [`crate::runtime::RequestFlow::on_response_headers`]).
+    pub fn encode_headers_with(&self, extra: &[(&'static str, String)], out: &mut Vec<u8>) {
         let mut digits = [0u8; 20];
         let retry_after = self.retry_after.map(|s| decimal(s, &mut digits));
         let content_type = (&b"content-type"[..], self.response.content_type.as_bytes());
         let retry = retry_after.map(|d| (&b"retry-after"[..], d));
-        crate::pairs::encode(std::iter::once(content_type).chain(retry), out);
+        let extra = extra.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()));
+        crate::pairs::encode(std::iter::once(content_type).chain(retry).chain(extra), out);
     }
 }
 

@@ -522,6 +522,86 @@ fn the_debug_headers_need_the_service_token() {
     assert_eq!(UpstreamEdits::REMOVED, ["x-3scale-debug"]);
 }
 
+/// APIcast (proxy.lua) sets the debug headers once credentials and usage are known, just
+/// before the authrep: every answer after that carries them, refusals and failures included;
+/// a request refused before (no credentials, no rule) gets none.
+#[test]
+fn the_debug_headers_go_with_every_answer_after_the_call() {
+    let (gw, host, mut ws) = setup(json!({}), Some(b"edge-1"));
+    let debug_request = |path: &str| {
+        headers(&[
+            (":method", "GET"),
+            (":path", path),
+            (":authority", "api.example.com"),
+            ("x-3scale-debug", "svc-token"),
+        ])
+    };
+    let limits = headers(&[
+        (":status", "409"),
+        ("3scale-rejection-reason", "limits_exceeded"),
+        ("3scale-limit-reset", "30"),
+    ]);
+    let denied = headers(&[(":status", "403")]);
+    let down = headers(&[(":status", "503")]);
+    for (answer, status) in [
+        (Some(&limits), 429),
+        (Some(&denied), 403),
+        (Some(&down), 403),
+        (None, 403),
+    ] {
+        let mut flow = RequestFlow::new();
+        let call = flow.on_request_headers(
+            &gw,
+            &mut ws,
+            debug_request("/v1?user_key=k1"),
+            true,
+            host.effects(),
+        );
+        assert!(matches!(call, Action::Call(_)), "{call:?}");
+        let Action::Reply(reply) = flow.on_call_answer(&gw, answer, host.effects()) else {
+            panic!("{status}: no reply");
+        };
+        assert_eq!(reply.response.status, status);
+        let debug = flow.on_response_headers();
+        assert_eq!(
+            debug,
+            [
+                ("x-3scale-matched-rules", "/v1".to_owned()),
+                ("x-3scale-credentials", "user_key=k1".to_owned()),
+                ("x-3scale-usage", "usage%5Bhits%5D=1".to_owned()),
+                ("x-3scale-hostname", "edge-1".to_owned()),
+                ("x-3scale-service-id", "7".to_owned()),
+                ("x-3scale-service-name", String::new()),
+            ],
+            "{status}"
+        );
+        // Given once: the reply's response callbacks add nothing more.
+        assert!(flow.on_response_headers().is_empty());
+    }
+    // The host could not even send the call: the 403 carries them too.
+    let mut flow = RequestFlow::new();
+    flow.on_request_headers(
+        &gw,
+        &mut ws,
+        debug_request("/v1?user_key=k1"),
+        true,
+        host.effects(),
+    );
+    assert!(matches!(
+        flow.on_call_failed(&gw, host.effects()),
+        Action::Reply(_)
+    ));
+    assert_eq!(flow.on_response_headers().len(), 6);
+    // Refused before credentials and usage were known: none.
+    for path in ["/v1", "/nothing?user_key=k1"] {
+        let mut flow = RequestFlow::new();
+        let action =
+            flow.on_request_headers(&gw, &mut ws, debug_request(path), true, host.effects());
+        assert!(matches!(action, Action::Reply(_)), "{path}: {action:?}");
+        assert!(flow.on_response_headers().is_empty(), "{path}");
+    }
+}
+
 #[test]
 fn the_node_name_defaults_to_tollgate() {
     assert_eq!(runtime(json!({}), None).node_name(), "tollgate");
@@ -551,7 +631,15 @@ fn reply_headers_are_encoded_for_the_host() {
         ]
     );
     Reply::INTERNAL_ERROR.encode_headers(&mut out);
-    assert_eq!(HeaderMap::parse(out).unwrap().len(), 1);
+    assert_eq!(HeaderMap::parse(out.clone()).unwrap().len(), 1);
+    let extra = [("x-3scale-usage", "usage%5Bhits%5D=1".to_owned())];
+    reply.encode_headers_with(&extra, &mut out);
+    let map = HeaderMap::parse(out).unwrap();
+    let names: Vec<_> = map.iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [&b"content-type"[..], b"retry-after", b"x-3scale-usage"]
+    );
     let mut digits = [0u8; 20];
     assert_eq!(decimal(0, &mut digits), b"0");
     assert_eq!(decimal(u64::MAX, &mut digits), b"18446744073709551615");
