@@ -25,7 +25,9 @@
 //! - the control-service cluster, named by `control_service.cluster`, for `--backend-url`, else
 //!   the services' `backend.endpoint` (they must agree; only scheme, host and port matter: the
 //!   filter sends its own path, and the `:authority` of the URL the cluster targets);
-//! - the admin interface, on a loopback address only.
+//! - the admin interface, on a loopback address only;
+//! - the node id (`--node-id`, default the machine's host name), which the filter reports in
+//!   `X-3scale-hostname` as APIcast reports its host's name.
 //!
 //! Not expressed: a query string in `api_backend` (APIcast replaces the request's query with
 //! it); Envoy routes keep the request's query.
@@ -67,6 +69,9 @@ pub struct EnvoyOptions {
     /// CA bundle that https upstreams (APIs and the control service) must chain to; their
     /// certificate must also name the host. `None` turns verification off.
     pub upstream_ca: Option<PathBuf>,
+    /// Envoy's node id, which the filter reports as `X-3scale-hostname` (APIcast: the
+    /// machine's host name); `None` writes no node and the filter says `tollgate`.
+    pub node_id: Option<String>,
 }
 
 /// Debian's and Ubuntu's system CA bundle (ca-certificates).
@@ -82,8 +87,25 @@ impl EnvoyOptions {
             admin: SocketAddr::from(([127, 0, 0, 1], 9901)),
             backend_url: None,
             upstream_ca: Some(PathBuf::from(SYSTEM_CA_BUNDLE)),
+            node_id: None,
         }
     }
+}
+
+/// This machine's host name, as `hostname` prints it (APIcast's `X-3scale-hostname` is
+/// NGINX's `$hostname`): the kernel's, else `$HOSTNAME`, else `/etc/hostname`; `None` when
+/// none of them says.
+pub fn machine_hostname() -> Option<String> {
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    [
+        read("/proc/sys/kernel/hostname"),
+        std::env::var("HOSTNAME").ok(),
+        read("/etc/hostname"),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|name| name.trim().to_owned())
+    .find(|name| !name.is_empty())
 }
 
 /// Why there is no bootstrap: the operator's options, the configuration, or (never expected)
@@ -99,6 +121,8 @@ pub enum EnvoyError {
     BackendUrl { raw: String, source: UrlError },
     #[error("--backend-url {0}: give only scheme, host and port (the filter sends its own path)")]
     BackendUrlNotBare(String),
+    #[error("--node-id {0:?}: a node id is sent in a header; give a non-empty name without control characters")]
+    NodeId(String),
     /// The configuration's errors, as `tollgate check` reports them.
     #[error("the configuration is not valid:\n{}", lines(.0))]
     Config(Vec<Diagnostic>),
@@ -128,6 +152,11 @@ pub fn render(config: &FilterConfig, options: &EnvoyOptions) -> Result<String, E
 pub fn bootstrap(config: &FilterConfig, options: &EnvoyOptions) -> Result<Bootstrap, EnvoyError> {
     if !options.admin.ip().is_loopback() {
         return Err(EnvoyError::AdminNotLoopback(options.admin));
+    }
+    if let Some(id) = &options.node_id {
+        if id.is_empty() || id.chars().any(char::is_control) {
+            return Err(EnvoyError::NodeId(id.clone()));
+        }
     }
     let mut diags = Diagnostics::new();
     let Some(compiled) = compile(config, &FilterConfigPaths, &mut diags) else {
@@ -236,6 +265,7 @@ pub fn bootstrap(config: &FilterConfig, options: &EnvoyOptions) -> Result<Bootst
         },
     };
     Ok(Bootstrap {
+        node: options.node_id.clone().map(|id| Node { id }),
         static_resources: StaticResources {
             listeners: vec![Listener {
                 name: NAME,
@@ -335,8 +365,16 @@ impl Names {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Bootstrap {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<Node>,
     pub static_resources: StaticResources,
     pub admin: Admin,
+}
+
+/// Who this Envoy is; the filter reads `id` as the gateway's name.
+#[derive(Debug, Clone, Serialize)]
+pub struct Node {
+    pub id: String,
 }
 
 #[derive(Debug, Clone, Serialize)]

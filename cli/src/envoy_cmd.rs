@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use tollgate_cli::envoy::{render, EnvoyOptions};
+use tollgate_cli::envoy::{machine_hostname, render, EnvoyOptions};
 
 use crate::generate::emit;
 use crate::input::load;
@@ -33,6 +33,10 @@ pub struct EnvoyArgs {
     /// skip certificate verification.
     #[arg(long, value_name = "FILE|none", default_value = tollgate_cli::envoy::SYSTEM_CA_BUNDLE)]
     pub upstream_ca: String,
+    /// Envoy's node id, which debug answers report as X-3scale-hostname (default: this
+    /// machine's host name, as APIcast reports its own).
+    #[arg(long, value_name = "NAME")]
+    pub node_id: Option<String>,
     /// Write to FILE instead of standard output.
     #[arg(long, short = 'o', value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -52,6 +56,16 @@ pub fn run(args: &EnvoyArgs) -> Result<ExitCode, Failure> {
         admin: args.admin,
         backend_url: args.backend_url.clone(),
         upstream_ca: (args.upstream_ca != "none").then(|| PathBuf::from(&args.upstream_ca)),
+        node_id: args.node_id.clone().or_else(|| {
+            let found = machine_hostname();
+            if found.is_none() {
+                eprintln!(
+                    "warning: cannot tell this machine's host name: the bootstrap names no node \
+                     and X-3scale-hostname says `tollgate` (give --node-id)"
+                );
+            }
+            found
+        }),
     };
     let rendered = render(&loaded.config, &options).map_err(|e| Failure::usage(e.to_string()))?;
     emit(&rendered, args.output.as_ref(), args.check)

@@ -50,13 +50,15 @@ fn envoy_binary() -> PathBuf {
     tollgate_testsupport::envoy().unwrap()
 }
 
-const FIXED: [&str; 6] = [
+const FIXED: [&str; 8] = [
     "--wasm",
     "/opt/tollgate/tollgate.wasm",
     "--listen",
     "127.0.0.1:8080",
     "--admin",
     "127.0.0.1:9901",
+    "--node-id",
+    "gw-1",
 ];
 
 fn generate(config: &Path, extra: &[&str]) -> Output {
@@ -154,6 +156,7 @@ fn the_library_renders_what_the_command_prints() {
     let config = tollgate::load(&bytes).config.unwrap();
     let mut options = EnvoyOptions::new("/opt/tollgate/tollgate.wasm");
     options.backend_url = Some("http://127.0.0.1:3001".into());
+    options.node_id = Some("gw-1".into());
     let mut args = FIXED.to_vec();
     args.extend(["--backend-url", "http://127.0.0.1:3001"]);
     assert_eq!(
@@ -175,6 +178,9 @@ fn defaults() {
         serde_json::json!({"address": "127.0.0.1", "port_value": 9901})
     );
     assert!(yaml.contains("filename: target/tollgate.wasm\n"), "{yaml}");
+    // APIcast's X-3scale-hostname is the machine's host name: so is the node id.
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(tree["node"]["id"], hostname.trim());
 }
 
 #[test]

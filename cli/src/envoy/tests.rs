@@ -507,6 +507,32 @@ fn admin_must_be_loopback() {
 }
 
 #[test]
+fn the_node_id_names_the_gateway() {
+    let c = config(vec![service(1, json!({}))]);
+    let t = tree(&c, &options());
+    assert!(t.get("node").is_none(), "{t:#}");
+    let mut o = options();
+    o.node_id = Some("edge-7.example".into());
+    let yaml = render(&c, &o).unwrap();
+    // First in the file, as Envoy's own examples have it.
+    assert!(
+        yaml.contains("\nnode:\n  id: edge-7.example\nstatic_resources:\n"),
+        "{yaml}"
+    );
+    for bad in ["", "two\nlines", "tab\there"] {
+        o.node_id = Some(bad.into());
+        let err = bootstrap(&c, &o).unwrap_err();
+        assert!(matches!(&err, EnvoyError::NodeId(id) if id == bad), "{err}");
+    }
+}
+
+#[test]
+fn the_machine_hostname_is_the_kernels() {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(machine_hostname().as_deref(), Some(kernel.trim()));
+}
+
+#[test]
 fn listener_address_and_defaults() {
     let c = config(vec![service(1, json!({}))]);
     let t = tree(&c, &options());
