@@ -37,10 +37,10 @@
 //! through typed structs whose field order is the order of the YAML.
 //!
 //! https upstreams are verified: their certificate must chain to `upstream_ca` (default the
-//! system bundle, [`SYSTEM_CA_BUNDLE`]) and name the host (DNS or IP SAN). Turning that off
-//! is an explicit choice (`--upstream-ca none`).
+//! system bundle, the first of [`SYSTEM_CA_BUNDLES`] found) and name the host (DNS or IP SAN).
+//! Turning that off is an explicit choice (`--upstream-ca none`).
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -67,15 +67,79 @@ pub struct EnvoyOptions {
     /// `backend.endpoint`.
     pub backend_url: Option<String>,
     /// CA bundle that https upstreams (APIs and the control service) must chain to; their
-    /// certificate must also name the host. `None` turns verification off.
-    pub upstream_ca: Option<PathBuf>,
+    /// certificate must also name the host.
+    pub upstream_ca: UpstreamCa,
     /// Envoy's node id, which the filter reports as `X-3scale-hostname` (APIcast: the
     /// machine's host name); `None` writes no node and the filter says `tollgate`.
     pub node_id: Option<String>,
 }
 
-/// Debian's and Ubuntu's system CA bundle (ca-certificates).
-pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// What https upstreams must chain to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamCa {
+    /// This system's bundle: the first of [`SYSTEM_CA_BUNDLES`] that exists here.
+    System,
+    File(PathBuf),
+    /// No verification (`--upstream-ca none`): anyone on the path can read what is sent.
+    Unverified,
+}
+
+/// Where systems keep their CA bundle, in the order they are looked for.
+pub const SYSTEM_CA_BUNDLES: [&str; 5] = [
+    // Debian, Ubuntu (ca-certificates), Arch, Gentoo
+    "/etc/ssl/certs/ca-certificates.crt",
+    // RHEL, CentOS, Fedora, Amazon Linux (ca-certificates)
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    // openSUSE, SLES
+    "/etc/ssl/ca-bundle.pem",
+    // Alpine, macOS, the BSDs
+    "/etc/ssl/cert.pem",
+];
+
+/// The first of `candidates` that is a file, or why there is none (naming where it looked).
+pub fn find_ca_bundle(candidates: &[&str]) -> Result<PathBuf, EnvoyError> {
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or_else(|| EnvoyError::NoCaBundle(candidates.join(", ")))
+}
+
+/// An address Envoy binds: `IP:PORT`, `[IPv6]:PORT`, `localhost:PORT` (127.0.0.1) or
+/// `NAME:PORT`, resolved here (Envoy listens on addresses, not names) to its first IPv4
+/// address, else its first.
+pub fn parse_address(raw: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = raw.parse() {
+        return Ok(addr);
+    }
+    let Some((host, port)) = raw.rsplit_once(':') else {
+        return Err(format!(
+            "'{raw}' is not HOST:PORT (127.0.0.1:8080, localhost:8080)"
+        ));
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("'{port}' in '{raw}' is not a port"))?;
+    if host.is_empty() || host.starts_with('[') {
+        return Err(format!(
+            "'{raw}' is not HOST:PORT (127.0.0.1:8080, [::1]:8080)"
+        ));
+    }
+    if host.eq_ignore_ascii_case("localhost") {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    let found: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve '{host}': {e}"))?
+        .collect();
+    found
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(found.first())
+        .copied()
+        .ok_or_else(|| format!("'{host}' resolves to no address"))
+}
 
 impl EnvoyOptions {
     /// The defaults of `tollgate generate envoy`: listen on 127.0.0.1:8080, admin on
@@ -86,7 +150,7 @@ impl EnvoyOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin: SocketAddr::from(([127, 0, 0, 1], 9901)),
             backend_url: None,
-            upstream_ca: Some(PathBuf::from(SYSTEM_CA_BUNDLE)),
+            upstream_ca: UpstreamCa::System,
             node_id: None,
         }
     }
@@ -119,8 +183,15 @@ pub enum EnvoyError {
     AdminNotLoopback(SocketAddr),
     #[error("--backend-url {raw}: {source}")]
     BackendUrl { raw: String, source: UrlError },
+    #[error("--backend-url {0}: give the scheme too (http://{0} or https://{0})")]
+    BackendUrlNoScheme(String),
     #[error("--backend-url {0}: give only scheme, host and port (the filter sends its own path)")]
     BackendUrlNotBare(String),
+    #[error(
+        "no CA bundle for the https upstreams: none of {0} exists here; give --upstream-ca \
+         FILE, or --upstream-ca none to send without verifying"
+    )]
+    NoCaBundle(String),
     #[error("--node-id {0:?}: a node id is sent in a header; give a non-empty name without control characters")]
     NodeId(String),
     /// The configuration's errors, as `tollgate check` reports them.
@@ -177,7 +248,13 @@ pub fn bootstrap(config: &FilterConfig, options: &EnvoyOptions) -> Result<Bootst
             .cloned()
             .ok_or(EnvoyError::NoControlService)?,
     };
-    let ca = options.upstream_ca.as_deref();
+    let tls = control.tls() || gateway.upstreams().iter().any(Target::tls);
+    let ca = match &options.upstream_ca {
+        UpstreamCa::File(path) => Some(path.clone()),
+        UpstreamCa::System if tls => Some(find_ca_bundle(&SYSTEM_CA_BUNDLES)?),
+        UpstreamCa::System | UpstreamCa::Unverified => None,
+    };
+    let ca = ca.as_deref();
 
     let mut names = Names::default();
     names.reserve(gateway.control_cluster());
@@ -294,6 +371,9 @@ pub fn embeddable_json(config: &FilterConfig) -> String {
 
 /// `--backend-url`: scheme, host and port only.
 fn backend_url(raw: &str) -> Result<Target, EnvoyError> {
+    if !raw.contains("://") {
+        return Err(EnvoyError::BackendUrlNoScheme(raw.to_owned()));
+    }
     let url = HttpUrl::parse(raw).map_err(|source| EnvoyError::BackendUrl {
         raw: raw.to_owned(),
         source,

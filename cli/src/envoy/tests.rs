@@ -6,6 +6,8 @@
     clippy::panic
 )]
 
+use std::net::ToSocketAddrs;
+
 use serde_json::{json, Value};
 
 use super::*;
@@ -280,7 +282,7 @@ fn https_upstreams_use_tls_with_sni_and_default_port_443() {
     );
     // Verification off is explicit.
     let mut unverified = options();
-    unverified.upstream_ca = None;
+    unverified.upstream_ca = UpstreamCa::Unverified;
     let t = tree(
         &config(vec![service(
             1,
@@ -471,6 +473,23 @@ fn a_missing_control_service_is_a_warning_and_needs_backend_url() {
 #[test]
 fn backend_url_must_be_scheme_host_and_port() {
     let c = config(vec![service(1, json!({}))]);
+    let mut o = options();
+    o.backend_url = Some("localhost:3001".into());
+    assert_eq!(
+        bootstrap(&c, &o).unwrap_err().to_string(),
+        "--backend-url localhost:3001: give the scheme too (http://localhost:3001 or \
+         https://localhost:3001)"
+    );
+    // A name is Envoy's to resolve.
+    o.backend_url = Some("http://localhost:3001".into());
+    let t = tree(&c, &o);
+    let control = cluster(&t, "tollgate_control_service");
+    assert_eq!(control["type"], "LOGICAL_DNS");
+    assert_eq!(
+        control["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+            ["socket_address"],
+        json!({"address": "localhost", "port_value": 3001})
+    );
     for bad in ["127.0.0.1:3001", "ftp://x", "http://h/path", "http://h?q=1"] {
         let mut o = options();
         o.backend_url = Some(bad.into());
@@ -530,6 +549,74 @@ fn the_node_id_names_the_gateway() {
 fn the_machine_hostname_is_the_kernels() {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     assert_eq!(machine_hostname().as_deref(), Some(kernel.trim()));
+}
+
+#[test]
+fn addresses_may_name_localhost_or_a_host() {
+    for (raw, addr) in [
+        ("127.0.0.1:8080", "127.0.0.1:8080"),
+        ("[::1]:9901", "[::1]:9901"),
+        ("0.0.0.0:80", "0.0.0.0:80"),
+        ("localhost:8080", "127.0.0.1:8080"),
+        ("LocalHost:9901", "127.0.0.1:9901"),
+    ] {
+        assert_eq!(parse_address(raw), Ok(addr.parse().unwrap()), "{raw}");
+    }
+    // A name is resolved here, IPv4 first: the machine's own name resolves on any host.
+    let me = machine_hostname().unwrap();
+    let resolved = parse_address(&format!("{me}:8080")).unwrap();
+    assert_eq!(resolved.port(), 8080);
+    let all: Vec<SocketAddr> = (me.as_str(), 8080).to_socket_addrs().unwrap().collect();
+    assert!(all.contains(&resolved), "{resolved} not in {all:?}");
+    assert!(resolved.is_ipv4() || all.iter().all(SocketAddr::is_ipv6));
+    for (bad, says) in [
+        ("8080", "is not HOST:PORT"),
+        (":8080", "is not HOST:PORT"),
+        ("localhost:http", "is not a port"),
+        ("localhost:70000", "is not a port"),
+        ("[::1:80", "is not HOST:PORT"),
+        (
+            "no-such-host.invalid:80",
+            "cannot resolve 'no-such-host.invalid'",
+        ),
+    ] {
+        let err = parse_address(bad).unwrap_err();
+        assert!(err.contains(says), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn the_ca_bundle_is_the_first_system_bundle_found() {
+    let dir = std::env::temp_dir().join(format!("tollgate-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rhel = dir.join("tls-ca-bundle.pem");
+    std::fs::write(&rhel, "").unwrap();
+    let missing = dir.join("ca-certificates.crt");
+    let (missing, rhel) = (missing.to_str().unwrap(), rhel.to_str().unwrap());
+    assert_eq!(find_ca_bundle(&[missing, rhel]).unwrap(), Path::new(rhel));
+    let err = find_ca_bundle(&[missing, missing]).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("none of {missing}, {missing} exists here")),
+        "{err}"
+    );
+    assert!(err.contains("--upstream-ca"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    // Debian's and the RHEL family's are among those looked for.
+    for path in [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    ] {
+        assert!(SYSTEM_CA_BUNDLES.contains(&path), "{path}");
+    }
+    // Nothing to verify, nothing looked for: plain http needs no bundle.
+    let c = config(vec![service(
+        1,
+        json!({"api_backend": "http://api.example"}),
+    )]);
+    assert!(!serde_json::to_string(&tree(&c, &options()))
+        .unwrap()
+        .contains("trusted_ca"));
 }
 
 #[test]
