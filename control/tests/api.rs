@@ -629,6 +629,7 @@ fn requests_log_keeps_raw_targets() {
         format!("/transactions/authrep.xml?{T}&app_id=app1&app_key=k%2By")
     );
     assert_eq!(log[0]["status"], 409);
+    assert_eq!(log[0]["host"], s.addr().to_string());
     assert_eq!(log[1]["method"], "POST");
     assert_eq!(log[1]["path_and_query"], "/transactions.xml");
     assert_eq!(log[1]["status"], 202);
