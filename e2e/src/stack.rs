@@ -142,6 +142,38 @@ impl Gateway {
     }
 }
 
+/// One request the control service received, from its `/_tollgate/requests`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// The `Host` it named.
+    pub host: Option<String>,
+    /// The raw target, still percent-encoded.
+    pub path_and_query: String,
+}
+
+/// What the control service at `control` received, oldest first.
+pub fn received(control: SocketAddr) -> Result<Vec<Received>> {
+    let url = format!("http://{control}/_tollgate/requests");
+    let what = format!("GET {url}");
+    let body = ureq::get(&url)
+        .call()
+        .map_err(HarnessError::http(&what))?
+        .body_mut()
+        .read_to_string()
+        .map_err(HarnessError::http(&what))?;
+    let list: Vec<Value> = serde_json::from_str(&body).map_err(|source| HarnessError::Json {
+        what: format!("parsing {url}"),
+        source,
+    })?;
+    Ok(list
+        .iter()
+        .map(|r| Received {
+            host: r["host"].as_str().map(str::to_owned),
+            path_and_query: r["path_and_query"].as_str().unwrap_or_default().to_owned(),
+        })
+        .collect())
+}
+
 /// The example files the tests and the demo serve.
 pub const EXAMPLES: [&str; 2] = ["examples/sendgrid.json", "examples/twitter.json"];
 

@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tollgate_e2e::client::{Answer, Request};
 use tollgate_e2e::envoy::{direct_response_bootstrap, Envoy};
-use tollgate_e2e::stack::{Gateway, EXAMPLES, NODE_ID};
+use tollgate_e2e::stack::{received, Gateway, EXAMPLES, NODE_ID};
 use tollgate_e2e::{free_port, tollgate_wasm};
 
 const SENDGRID: &str = "api.sendgrid.example";
@@ -98,17 +98,10 @@ fn json(answer: &Answer) -> Value {
 
 /// The Service Management requests the control service received, raw.
 fn control_requests(control: SocketAddr) -> Vec<String> {
-    let body = ureq::get(&format!("http://{control}/_tollgate/requests"))
-        .call()
+    received(control)
         .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    let list: Value = serde_json::from_str(&body).unwrap();
-    list.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["path_and_query"].as_str().unwrap().to_owned())
+        .into_iter()
+        .map(|r| r.path_and_query)
         .collect()
 }
 

@@ -471,6 +471,16 @@ fn debug_headers_when_x_3scale_debug_is_the_service_token() {
     check(&host, &[]);
 }
 
+/// A SendGrid GET for `path` that asks for the debug headers.
+fn debug_get<'h>(host: &'h Host, path: &str) -> Stream<'h> {
+    host.worker(0).request(&[
+        (":method", "GET"),
+        (":path", path),
+        (":authority", SG),
+        ("x-3scale-debug", SG_TOKEN),
+    ])
+}
+
 /// As APIcast: asked for with the service token, the debug headers are on the control
 /// service's refusals too (here a 429 and a 403), once each; not on a refusal made before
 /// the call.
@@ -490,12 +500,7 @@ fn debug_headers_are_on_the_control_services_refusals_too() {
         (503, NO_HEADERS, 403),
     ] {
         let host = host(sendgrid());
-        let s = host.worker(0).request(&[
-            (":method", "GET"),
-            (":path", "/api/bounces.get.json?api_user=a&api_key=b"),
-            (":authority", SG),
-            ("x-3scale-debug", SG_TOKEN),
-        ]);
+        let s = debug_get(&host, "/api/bounces.get.json?api_user=a&api_key=b");
         only_call(&s).respond(status, headers, b"");
         let r = local_reply(&s);
         assert_eq!(r.status, expected);
@@ -520,13 +525,7 @@ fn debug_headers_are_on_the_control_services_refusals_too() {
     }
     // Refused before the call (no credentials): none.
     let host = host(sendgrid());
-    let s = host.worker(0).request(&[
-        (":method", "GET"),
-        (":path", "/api/bounces.get.json"),
-        (":authority", SG),
-        ("x-3scale-debug", SG_TOKEN),
-    ]);
-    let r = local_reply(&s);
+    let r = local_reply(&debug_get(&host, "/api/bounces.get.json"));
     assert_eq!(r.status, 401);
     assert_eq!(r.header("x-3scale-usage"), None, "{:?}", r.headers);
     check(&host, &[]);
