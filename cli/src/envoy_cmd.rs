@@ -53,6 +53,6 @@ pub fn run(args: &EnvoyArgs) -> Result<ExitCode, Failure> {
         backend_url: args.backend_url.clone(),
         upstream_ca: (args.upstream_ca != "none").then(|| PathBuf::from(&args.upstream_ca)),
     };
-    let rendered = render(&loaded.config, &options).map_err(|e| Failure::usage(e.to_string()))?;
+    let rendered = render(&loaded.config, &options).map_err(Failure::from)?;
     emit(&rendered, args.output.as_ref(), args.check)
 }
