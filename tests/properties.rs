@@ -393,9 +393,12 @@ fn check_load(bytes: &[u8]) -> Result<bool, TestCaseError> {
         d.warnings()
             .filter(|w| !(skip_policy_chain && w.path.contains(".policy_chain")))
             .map(|w| {
-                // This one names a service by its path, which differs between the documents.
+                // These name a service or a rule by its path, which differs between the
+                // documents.
                 if w.message.contains("is already served by") {
                     "<host already served>".to_owned()
+                } else if w.message.contains("never runs: the rule at") {
+                    "<rule shadowed>".to_owned()
                 } else {
                     w.message.clone()
                 }

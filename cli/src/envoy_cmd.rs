@@ -75,6 +75,6 @@ pub fn run(args: &EnvoyArgs) -> Result<ExitCode, Failure> {
             found
         }),
     };
-    let rendered = render(&loaded.config, &options).map_err(|e| Failure::usage(e.to_string()))?;
+    let rendered = render(&loaded.config, &options).map_err(Failure::from)?;
     emit(&rendered, args.output.as_ref(), args.check)
 }

@@ -251,9 +251,9 @@ fn defaults() {
 }
 
 #[test]
-fn missing_config_file_is_a_usage_error() {
+fn missing_config_file_is_unreadable_input() {
     let out = generate(Path::new("/nonexistent/proxy-config.json"), &FIXED);
-    assert_eq!(out.status.code(), Some(64));
+    assert_eq!(out.status.code(), Some(66));
     assert!(stderr(&out).contains("cannot read"), "{}", stderr(&out));
     assert!(stdout(&out).is_empty());
 }
@@ -274,8 +274,8 @@ fn invalid_config_gets_the_generate_filter_diagnostics() {
         OsStr::new("--config"),
         file.as_os_str(),
     ]);
-    assert_eq!(envoy.status.code(), Some(64));
-    assert_eq!(filter.status.code(), Some(64));
+    assert_eq!(envoy.status.code(), Some(65));
+    assert_eq!(filter.status.code(), Some(65));
     assert!(stdout(&envoy).is_empty());
     assert_eq!(stderr(&envoy), stderr(&filter));
 }
@@ -319,13 +319,13 @@ fn disagreeing_control_services_fail_check_and_generate_alike() {
                  https://backend.example.com is not the one services[0].proxy.backend.endpoint \
                  names (https://su1.3scale.net): one control-service cluster serves every service";
     let checked = tollgate(["check".as_ref(), "-c".as_ref(), file.as_os_str()]);
-    assert_eq!(checked.status.code(), Some(64));
+    assert_eq!(checked.status.code(), Some(65));
     assert_eq!(stdout(&checked).lines().next(), Some(error));
     let mut with_override = FIXED.to_vec();
     with_override.extend(["--backend-url", "http://127.0.0.1:3001"]);
     for args in [&FIXED[..], &with_override] {
         let out = generate(&file, args);
-        assert_eq!(out.status.code(), Some(64));
+        assert_eq!(out.status.code(), Some(65));
         assert_eq!(stderr(&out).lines().next(), Some(error), "{args:?}");
         assert!(stdout(&out).is_empty());
     }

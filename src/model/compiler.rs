@@ -13,9 +13,10 @@ use crate::config::{FilterConfig, ServiceConfig};
 use crate::credentials::CredentialSource;
 use crate::diagnostics::Diagnostics;
 use crate::index::{MetricIndex, ServiceIndex};
+use crate::rules::lint::{is_token_char, ServiceLints};
 use crate::rules::pattern::analyze;
 use crate::rules::query::QueryCondition;
-use crate::rules::{RefusalKind, RuleInput, RuleLimits, RuleSet, ANY_METHOD};
+use crate::rules::{RefusalKind, RuleInput, RuleLimits, RuleSet};
 use crate::service::{normalize_host, HostIndex, MAX_HOST_LEN};
 use crate::url::HttpUrl;
 
@@ -402,6 +403,7 @@ fn compile_service(
         .collect();
 
     let mut inputs = Vec::with_capacity(svc.mapping_rules.len());
+    let mut lints = ServiceLints::new(i, svc.mapping_rules.len());
     for (j, rule) in svc.mapping_rules.iter().enumerate() {
         let rat = |f: RuleField<'_>| paths.path(Loc::Rule(i, j, f));
         if rule.method.is_empty() || !rule.method.bytes().all(is_token_char) {
@@ -410,15 +412,6 @@ fn compile_service(
                 format!("'{}' is not an HTTP method", rule.method),
             );
             ok = false;
-        } else if rule.method != ANY_METHOD && rule.method.bytes().any(|b| b.is_ascii_lowercase()) {
-            diags.warning(
-                rat(RuleField::Method),
-                format!(
-                    "methods are compared case-sensitively: '{}' never matches a {} request",
-                    rule.method,
-                    rule.method.to_ascii_uppercase()
-                ),
-            );
         }
         if rule.metric.is_empty() {
             diags.error(rat(RuleField::Metric), "the metric name is empty");
@@ -431,12 +424,7 @@ fn compile_service(
             );
         }
         let analysis = analyze(&rule.pattern);
-        if let Some(note) = &analysis.note {
-            diags.warning(
-                rat(RuleField::Pattern),
-                format!("pattern '{}' {note}", rule.pattern),
-            );
-        }
+        lints.rule(j, &rule.method, &rule.pattern, &analysis, paths, diags);
         let mut conditions = Vec::with_capacity(rule.querystring_parameters.len());
         for (name, value) in &rule.querystring_parameters {
             if name.is_empty() {
@@ -461,6 +449,7 @@ fn compile_service(
             conditions,
         });
     }
+    lints.finish(&inputs, paths, diags);
     let limits = RuleLimits {
         max_nodes: *nodes_left,
         ..RuleLimits::DEFAULT
@@ -524,9 +513,4 @@ fn compile_service(
             svc.control_service_auth.value.expose(),
         ),
     })
-}
-
-/// RFC 9110 `tchar`.
-fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
