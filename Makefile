@@ -44,11 +44,13 @@ wrk:
 toolchain:
 	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
 
-## tools: what a fresh machine lacks for the tests (wasm target, lint components, Node.js,
+## tools: what a fresh machine lacks for the tests (wasm target, lint components, curl, Node.js,
 ## wasm-bindgen test runner)
 tools: toolchain
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy
 	@rustup component list --installed | grep -q '^rustfmt' || rustup component add rustfmt
+	@# curl and Python 3 run the README's "by hand" section (cli/tests/quickstart.rs).
+	@command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
 	@# wasm-bindgen-test-runner runs the wasm32 tests in Node.js.
 	@command -v node >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs; }
 	@if [ "$$(wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $$2}')" != "$(WASM_BINDGEN_VERSION)" ]; then \

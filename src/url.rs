@@ -47,7 +47,8 @@ pub struct HttpUrl {
     pub host: String,
     /// The port as written, if any.
     pub port: Option<u16>,
-    /// Path without a trailing `/` (`""` when the URL has none or only `/`).
+    /// The path as written (a trailing `/` kept: APIcast sends it upstream), `""` when the
+    /// URL has none or only `/`.
     pub path: String,
     /// Query without the `?`, if any.
     pub query: Option<String>,
@@ -87,7 +88,11 @@ impl HttpUrl {
             https,
             host,
             port,
-            path: path.trim_end_matches('/').to_owned(),
+            path: if path == "/" {
+                String::new()
+            } else {
+                path.to_owned()
+            },
             query,
         })
     }
@@ -194,9 +199,12 @@ mod tests {
         assert_eq!(u.port, Some(443));
         assert_eq!(u.host_header(), "echo-api.3scale.net");
         let u = HttpUrl::parse("http://127.0.0.1:8081/foo/").unwrap();
-        assert_eq!(u.path, "/foo");
+        assert_eq!(u.path, "/foo/");
         assert_eq!(u.host_header(), "127.0.0.1:8081");
-        assert_eq!(u.to_string(), "http://127.0.0.1:8081/foo");
+        assert_eq!(u.to_string(), "http://127.0.0.1:8081/foo/");
+        for bare in ["http://h", "http://h/", "http://h/?x=1"] {
+            assert_eq!(HttpUrl::parse(bare).unwrap().path, "", "{bare}");
+        }
         let u = HttpUrl::parse("HTTP://API.Example.com/v1?x=1").unwrap();
         assert_eq!(u.host, "api.example.com");
         assert_eq!(u.query.as_deref(), Some("x=1"));

@@ -6,16 +6,22 @@ use clap::Args;
 use serde::Serialize;
 use tollgate::{Diagnostic, SourceFormat};
 
-use crate::input::{plural, read_config};
-use crate::{ConfigArg, Failure, Format, EXIT_USAGE};
+use crate::input::{plural, read_and_load};
+use crate::{Cause, ConfigArg, Failure, Format};
 
 #[derive(Args)]
 pub struct CheckArgs {
     #[command(flatten)]
     config: ConfigArg,
-    /// Output format: one line per problem, or one JSON object.
+    /// Output format: one line per problem, or one JSON object (failures too).
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
+}
+
+impl CheckArgs {
+    pub fn format(&self) -> Format {
+        self.format
+    }
 }
 
 #[derive(Serialize)]
@@ -30,8 +36,7 @@ struct Report<'a> {
 }
 
 pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
-    let bytes = read_config(&args.config)?;
-    let loaded = tollgate::load_with(&bytes, &args.config.load_options());
+    let loaded = read_and_load(&args.config)?;
     let errors = loaded.diagnostics.errors().count();
     let warnings = loaded.diagnostics.warnings().count();
     let (services, rules) = loaded.config.as_ref().map_or((0, 0), |c| {
@@ -85,6 +90,6 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
     Ok(if valid {
         ExitCode::SUCCESS
     } else {
-        ExitCode::from(EXIT_USAGE)
+        ExitCode::from(Cause::InvalidConfiguration.exit_code())
     })
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::Failure;
+use crate::{Cause, Failure};
 
 #[derive(Args)]
 pub struct ControlArgs {
@@ -22,17 +22,17 @@ pub struct ControlArgs {
     pub state: Option<PathBuf>,
 }
 
-fn failure(status: u8, message: String) -> Failure {
-    Failure { status, message }
+fn failure(message: String) -> Failure {
+    Failure::new(Cause::Failed, message)
 }
 
 pub fn run(args: &ControlArgs) -> Result<ExitCode, Failure> {
     let path = args.data.display();
-    let yaml =
-        std::fs::read_to_string(&args.data).map_err(|e| Failure::usage(format!("{path}: {e}")))?;
+    let yaml = std::fs::read_to_string(&args.data)
+        .map_err(|e| Failure::unreadable(format!("{path}: {e}")))?;
     let data = tollgate_control::load_data(&yaml).map_err(|e| {
         let lines: Vec<String> = e.problems.iter().map(|p| format!("{path}: {p}")).collect();
-        Failure::usage(lines.join("\n"))
+        Failure::invalid_configuration(lines.join("\n"), Vec::new())
     })?;
     let listen: std::net::SocketAddr = args
         .listen
@@ -41,20 +41,20 @@ pub fn run(args: &ControlArgs) -> Result<ExitCode, Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| failure(1, format!("starting the runtime: {e}")))?;
+        .map_err(|e| failure(format!("starting the runtime: {e}")))?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .map_err(|e| failure(1, format!("listening on {listen}: {e}")))?;
+            .map_err(|e| failure(format!("listening on {listen}: {e}")))?;
         let addr = listener
             .local_addr()
-            .map_err(|e| failure(1, format!("listening on {listen}: {e}")))?;
+            .map_err(|e| failure(format!("listening on {listen}: {e}")))?;
         let mut out = std::io::stdout();
         let _ = writeln!(out, "tollgate control listening on http://{addr}");
         let _ = out.flush();
         tollgate_control::serve_until(data, listener, args.state.clone(), shutdown_signal())
             .await
-            .map_err(|e| failure(1, format!("{e}")))
+            .map_err(|e| failure(format!("{e}")))
     })?;
     Ok(ExitCode::SUCCESS)
 }

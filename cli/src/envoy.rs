@@ -7,13 +7,15 @@
 //!   host claimed by an earlier service stays with it, as the filter does), routing to the
 //!   service's `api_backend`: `Host` becomes `hostname_rewrite`, else the backend's host (with
 //!   its port only when it is not the scheme's default), and the backend's path is put in front
-//!   of the request path (`http://h/v2`: `/x` → `/v2/x`, `/` → `/v2`, `/?a=1` → `/v2?a=1`).
+//!   of the request path (`http://h/v2`: `/x` → `/v2/x`, `/` → `/v2`, `/?a=1` → `/v2?a=1`;
+//!   `http://h/v2/`: `/x` → `/v2/x`, `/` → `/v2/`, as APIcast).
 //!   A service without `api_backend` answers 404, as APIcast does;
 //! - a last virtual host (`*`) answering 404 itself, so an unknown host is never forwarded even
 //!   without the filter;
 //! - the http filters: `envoy.filters.http.wasm` (V8, the module from `--wasm` as given: a
 //!   relative path is resolved from Envoy's working directory; the FilterConfig JSON of
-//!   `tollgate generate filter` as a `StringValue`; `vm_id`/`root_id` `tollgate`;
+//!   `tollgate generate filter` as a `StringValue`, with `control_service.authority` set to
+//!   `--backend-url`'s host and port when it is given; `vm_id`/`root_id` `tollgate`;
 //!   `FAIL_RELOAD`; `allow_on_headers_stop_iteration`, without which Envoy withholds the body
 //!   the filter waits for), then the router;
 //! - one cluster per distinct upstream (scheme, host, port), named `api_backend_<host>_<port>`
@@ -22,8 +24,10 @@
 //!   `LOGICAL_DNS` (IPv4 preferred) for names, TLS with SNI for https;
 //! - the control-service cluster, named by `control_service.cluster`, for `--backend-url`, else
 //!   the services' `backend.endpoint` (they must agree; only scheme, host and port matter: the
-//!   filter sends its own path and `:authority`);
-//! - the admin interface, on a loopback address only.
+//!   filter sends its own path, and the `:authority` of the URL the cluster targets);
+//! - the admin interface, on a loopback address only;
+//! - the node id (`--node-id`, default the machine's host name), which the filter reports in
+//!   `X-3scale-hostname` as APIcast reports its host's name.
 //!
 //! Not expressed: a query string in `api_backend` (APIcast replaces the request's query with
 //! it); Envoy routes keep the request's query.
@@ -33,10 +37,10 @@
 //! through typed structs whose field order is the order of the YAML.
 //!
 //! https upstreams are verified: their certificate must chain to `upstream_ca` (default the
-//! system bundle, [`SYSTEM_CA_BUNDLE`]) and name the host (DNS or IP SAN). Turning that off
-//! is an explicit choice (`--upstream-ca none`).
+//! system bundle, the first of [`SYSTEM_CA_BUNDLES`] found) and name the host (DNS or IP SAN).
+//! Turning that off is an explicit choice (`--upstream-ca none`).
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -63,12 +67,79 @@ pub struct EnvoyOptions {
     /// `backend.endpoint`.
     pub backend_url: Option<String>,
     /// CA bundle that https upstreams (APIs and the control service) must chain to; their
-    /// certificate must also name the host. `None` turns verification off.
-    pub upstream_ca: Option<PathBuf>,
+    /// certificate must also name the host.
+    pub upstream_ca: UpstreamCa,
+    /// Envoy's node id, which the filter reports as `X-3scale-hostname` (APIcast: the
+    /// machine's host name); `None` writes no node and the filter says `tollgate`.
+    pub node_id: Option<String>,
 }
 
-/// Debian's and Ubuntu's system CA bundle (ca-certificates).
-pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// What https upstreams must chain to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamCa {
+    /// This system's bundle: the first of [`SYSTEM_CA_BUNDLES`] that exists here.
+    System,
+    File(PathBuf),
+    /// No verification (`--upstream-ca none`): anyone on the path can read what is sent.
+    Unverified,
+}
+
+/// Where systems keep their CA bundle, in the order they are looked for.
+pub const SYSTEM_CA_BUNDLES: [&str; 5] = [
+    // Debian, Ubuntu (ca-certificates), Arch, Gentoo
+    "/etc/ssl/certs/ca-certificates.crt",
+    // RHEL, CentOS, Fedora, Amazon Linux (ca-certificates)
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    // openSUSE, SLES
+    "/etc/ssl/ca-bundle.pem",
+    // Alpine, macOS, the BSDs
+    "/etc/ssl/cert.pem",
+];
+
+/// The first of `candidates` that is a file, or why there is none (naming where it looked).
+pub fn find_ca_bundle(candidates: &[&str]) -> Result<PathBuf, EnvoyError> {
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or_else(|| EnvoyError::NoCaBundle(candidates.join(", ")))
+}
+
+/// An address Envoy binds: `IP:PORT`, `[IPv6]:PORT`, `localhost:PORT` (127.0.0.1) or
+/// `NAME:PORT`, resolved here (Envoy listens on addresses, not names) to its first IPv4
+/// address, else its first.
+pub fn parse_address(raw: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = raw.parse() {
+        return Ok(addr);
+    }
+    let Some((host, port)) = raw.rsplit_once(':') else {
+        return Err(format!(
+            "'{raw}' is not HOST:PORT (127.0.0.1:8080, localhost:8080)"
+        ));
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("'{port}' in '{raw}' is not a port"))?;
+    if host.is_empty() || host.starts_with('[') {
+        return Err(format!(
+            "'{raw}' is not HOST:PORT (127.0.0.1:8080, [::1]:8080)"
+        ));
+    }
+    if host.eq_ignore_ascii_case("localhost") {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    let found: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve '{host}': {e}"))?
+        .collect();
+    found
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(found.first())
+        .copied()
+        .ok_or_else(|| format!("'{host}' resolves to no address"))
+}
 
 impl EnvoyOptions {
     /// The defaults of `tollgate generate envoy`: listen on 127.0.0.1:8080, admin on
@@ -79,9 +150,26 @@ impl EnvoyOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin: SocketAddr::from(([127, 0, 0, 1], 9901)),
             backend_url: None,
-            upstream_ca: Some(PathBuf::from(SYSTEM_CA_BUNDLE)),
+            upstream_ca: UpstreamCa::System,
+            node_id: None,
         }
     }
+}
+
+/// This machine's host name, as `hostname` prints it (APIcast's `X-3scale-hostname` is
+/// NGINX's `$hostname`): the kernel's, else `$HOSTNAME`, else `/etc/hostname`; `None` when
+/// none of them says.
+pub fn machine_hostname() -> Option<String> {
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    [
+        read("/proc/sys/kernel/hostname"),
+        std::env::var("HOSTNAME").ok(),
+        read("/etc/hostname"),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|name| name.trim().to_owned())
+    .find(|name| !name.is_empty())
 }
 
 /// Why there is no bootstrap: the operator's options, the configuration, or (never expected)
@@ -95,8 +183,17 @@ pub enum EnvoyError {
     AdminNotLoopback(SocketAddr),
     #[error("--backend-url {raw}: {source}")]
     BackendUrl { raw: String, source: UrlError },
+    #[error("--backend-url {0}: give the scheme too (http://{0} or https://{0})")]
+    BackendUrlNoScheme(String),
     #[error("--backend-url {0}: give only scheme, host and port (the filter sends its own path)")]
     BackendUrlNotBare(String),
+    #[error(
+        "no CA bundle for the https upstreams: none of {0} exists here; give --upstream-ca \
+         FILE, or --upstream-ca none to send without verifying"
+    )]
+    NoCaBundle(String),
+    #[error("--node-id {0:?}: a node id is sent in a header; give a non-empty name without control characters")]
+    NodeId(String),
     /// The configuration's errors, as `tollgate check` reports them.
     #[error("the configuration is not valid:\n{}", lines(.0))]
     Config(Vec<Diagnostic>),
@@ -127,19 +224,37 @@ pub fn bootstrap(config: &FilterConfig, options: &EnvoyOptions) -> Result<Bootst
     if !options.admin.ip().is_loopback() {
         return Err(EnvoyError::AdminNotLoopback(options.admin));
     }
+    if let Some(id) = &options.node_id {
+        if id.is_empty() || id.chars().any(char::is_control) {
+            return Err(EnvoyError::NodeId(id.clone()));
+        }
+    }
     let mut diags = Diagnostics::new();
     let Some(compiled) = compile(config, &FilterConfigPaths, &mut diags) else {
         return Err(EnvoyError::Config(diags.errors().cloned().collect()));
     };
     let gateway = compiled.gateway();
+    // Pointed elsewhere, the cluster's target names the calls' `:authority` too, as APIcast's
+    // BACKEND_ENDPOINT_OVERRIDE does.
+    let mut embedded = config.clone();
     let control = match options.backend_url.as_deref() {
-        Some(raw) => backend_url(raw)?,
+        Some(raw) => {
+            let target = backend_url(raw)?;
+            embedded.control_service.authority = Some(target.authority());
+            target
+        }
         None => gateway
             .control()
             .cloned()
             .ok_or(EnvoyError::NoControlService)?,
     };
-    let ca = options.upstream_ca.as_deref();
+    let tls = control.tls() || gateway.upstreams().iter().any(Target::tls);
+    let ca = match &options.upstream_ca {
+        UpstreamCa::File(path) => Some(path.clone()),
+        UpstreamCa::System if tls => Some(find_ca_bundle(&SYSTEM_CA_BUNDLES)?),
+        UpstreamCa::System | UpstreamCa::Unverified => None,
+    };
+    let ca = ca.as_deref();
 
     let mut names = Names::default();
     names.reserve(gateway.control_cluster());
@@ -162,7 +277,7 @@ pub fn bootstrap(config: &FilterConfig, options: &EnvoyOptions) -> Result<Bootst
                 Route::NotFound => vec![RouteEntry::not_found()],
                 Route::Upstream(up) => {
                     let cluster = upstream_names.get(up.upstream()).map_or("", String::as_str);
-                    upstream_routes(cluster, up.host_header(), up.path_prefix())
+                    upstream_routes(cluster, up.host_header(), up.root_path(), up.path_prefix())
                 }
             };
             VirtualHost {
@@ -197,7 +312,7 @@ pub fn bootstrap(config: &FilterConfig, options: &EnvoyOptions) -> Result<Bootst
                 },
                 configuration: StringValue {
                     type_url: "type.googleapis.com/google.protobuf.StringValue",
-                    value: embeddable_json(config),
+                    value: embeddable_json(&embedded),
                 },
                 failure_policy: "FAIL_RELOAD",
                 // The filter pauses in on_request_headers to read urlencoded body arguments;
@@ -227,6 +342,7 @@ pub fn bootstrap(config: &FilterConfig, options: &EnvoyOptions) -> Result<Bootst
         },
     };
     Ok(Bootstrap {
+        node: options.node_id.clone().map(|id| Node { id }),
         static_resources: StaticResources {
             listeners: vec![Listener {
                 name: NAME,
@@ -255,6 +371,9 @@ pub fn embeddable_json(config: &FilterConfig) -> String {
 
 /// `--backend-url`: scheme, host and port only.
 fn backend_url(raw: &str) -> Result<Target, EnvoyError> {
+    if !raw.contains("://") {
+        return Err(EnvoyError::BackendUrlNoScheme(raw.to_owned()));
+    }
     let url = HttpUrl::parse(raw).map_err(|source| EnvoyError::BackendUrl {
         raw: raw.to_owned(),
         source,
@@ -265,20 +384,20 @@ fn backend_url(raw: &str) -> Result<Target, EnvoyError> {
     Ok(Target::of(&url))
 }
 
-/// Routes to `cluster` with `Host: host`, the backend's path `prefix` put in front of the
-/// request's.
-fn upstream_routes(cluster: &str, host: &str, prefix: &str) -> Vec<RouteEntry> {
+/// Routes to `cluster` with `Host: host`: a request for `/` goes to `root` (the backend's
+/// path as written), any other below `prefix` (that path merged, without a trailing `/`).
+fn upstream_routes(cluster: &str, host: &str, root: &str, prefix: &str) -> Vec<RouteEntry> {
     let action = |prefix_rewrite: Option<String>| RouteAction {
         cluster: cluster.to_owned(),
         host_rewrite_literal: host.to_owned(),
         prefix_rewrite,
     };
-    if prefix.is_empty() {
+    if root.is_empty() {
         return vec![RouteEntry::to(RouteMatch::prefix("/"), action(None))];
     }
     vec![
-        // APIcast: request `/` goes to exactly the backend's path.
-        RouteEntry::to(RouteMatch::path("/"), action(Some(prefix.to_owned()))),
+        // APIcast: request `/` goes to exactly the backend's path, `/x` to `<prefix>/x`.
+        RouteEntry::to(RouteMatch::path("/"), action(Some(root.to_owned()))),
         RouteEntry::to(RouteMatch::prefix("/"), action(Some(format!("{prefix}/")))),
     ]
 }
@@ -326,8 +445,16 @@ impl Names {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Bootstrap {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<Node>,
     pub static_resources: StaticResources,
     pub admin: Admin,
+}
+
+/// Who this Envoy is; the filter reads `id` as the gateway's name.
+#[derive(Debug, Clone, Serialize)]
+pub struct Node {
+    pub id: String,
 }
 
 #[derive(Debug, Clone, Serialize)]

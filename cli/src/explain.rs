@@ -1,41 +1,76 @@
 //! `tollgate explain`: what the gateway would decide for one request, as one JSON object.
 //!
-//! The request is given curl-style (`-X`, `-H`, `-d`, URL) and taken byte for byte: the URL's
-//! path is not normalised here, header values may be any bytes, so explain shows exactly what
-//! the filter would do with the same request.
+//! The request is given curl-style (`-X`, `-H`, `-d` and its variants, `-G`, `-u`, URL) and
+//! taken byte for byte: the URL's path is not normalised here, header values may be any bytes,
+//! so explain shows exactly what the filter would do with the same request.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
+use std::path::Path;
 use std::process::ExitCode;
 
-use clap::Args;
+use clap::{ArgMatches, Args};
 use serde::Serialize;
 use tollgate::decision::Verdict;
-use tollgate::{Credentials, Decision, RequestView, Scratch};
+use tollgate::{Credentials, Decision, Reply, RequestView, Scratch};
 
-use crate::input::load;
+use crate::input::{load, read_input};
 use crate::{ConfigArg, Failure, Format};
 
 #[derive(Args)]
 pub struct ExplainArgs {
     #[command(flatten)]
     config: ConfigArg,
-    /// Request method (default GET, or POST with -d).
+    /// Request method (default GET, or POST with data unless -G).
     #[arg(short = 'X', long = "request", value_name = "METHOD")]
     method: Option<OsString>,
     /// A request header, 'Name: value' ('Name:' or 'Name;' for an empty value). Repeatable.
     #[arg(short = 'H', long = "header", value_name = "HEADER")]
     headers: Vec<OsString>,
-    /// Request body, as curl -d: several are joined with '&', '@FILE' reads a file. Implies
+    /// Request body, as curl -d: '@FILE' reads a file (without its line breaks, '-' is
+    /// standard input). Several data flags are joined with '&' in their order. Data implies
     /// POST and Content-Type: application/x-www-form-urlencoded unless given.
-    #[arg(short = 'd', long = "data", value_name = "DATA")]
+    #[arg(
+        short = 'd',
+        long = "data",
+        visible_alias = "data-ascii",
+        value_name = "DATA",
+        allow_hyphen_values = true
+    )]
     data: Vec<OsString>,
-    /// Output format.
+    /// As -d, without '@FILE'.
+    #[arg(long = "data-raw", value_name = "DATA", allow_hyphen_values = true)]
+    data_raw: Vec<OsString>,
+    /// As -d, but '@FILE' keeps the file's line breaks.
+    #[arg(long = "data-binary", value_name = "DATA", allow_hyphen_values = true)]
+    data_binary: Vec<OsString>,
+    /// Data URL-encoded as curl does: 'content', '=content', 'name=content', '@FILE' or
+    /// 'name@FILE'; only the content is encoded.
+    #[arg(
+        long = "data-urlencode",
+        value_name = "DATA",
+        allow_hyphen_values = true
+    )]
+    data_urlencode: Vec<OsString>,
+    /// Send the data in the query string of a GET instead of a body (curl -G).
+    #[arg(short = 'G', long = "get")]
+    get: bool,
+    /// Basic authentication, as curl -u: an Authorization header (a -H Authorization wins).
+    #[arg(short = 'u', long = "user", value_name = "USER:PASSWORD")]
+    user: Option<OsString>,
+    /// Output format; with json, failures are JSON too.
     #[arg(long, value_enum, default_value = "json")]
     format: Format,
-    /// The request URL: http://host[:port]/path?query (or /path?query with -H 'Host: …').
+    /// The request URL: http://[user:password@]host[:port]/path?query (or /path?query with
+    /// -H 'Host: …').
     #[arg(value_name = "URL")]
     url: OsString,
+}
+
+impl ExplainArgs {
+    pub fn format(&self) -> Format {
+        self.format
+    }
 }
 
 /// The JSON `explain` prints. Its keys are a contract; see the README.
@@ -53,12 +88,25 @@ struct Explanation {
     reason: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<u16>,
+    /// The content type the client receives: none for an empty body, as Envoy sends it.
     #[serde(skip_serializing_if = "Option::is_none")]
     content_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     body: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     authrep: Option<String>,
+    /// The request as explain understood the command line.
+    request: RequestJson,
+}
+
+#[derive(Serialize)]
+struct RequestJson {
+    method: String,
+    target: String,
+    authority: String,
+    headers: Vec<(String, String)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<String>,
 }
 
 fn bytes(s: &OsStr) -> Vec<u8> {
@@ -84,6 +132,43 @@ struct Request {
     target: Vec<u8>,
     headers: Vec<(Vec<u8>, Vec<u8>)>,
     body: Option<Vec<u8>>,
+}
+
+impl Request {
+    fn json(&self) -> RequestJson {
+        RequestJson {
+            method: lossy(&self.method),
+            target: lossy(&self.target),
+            authority: lossy(&self.authority),
+            headers: self
+                .headers
+                .iter()
+                .map(|(n, v)| (lossy(n), lossy(v)))
+                .collect(),
+            body: self.body.as_deref().map(lossy),
+        }
+    }
+
+    /// The request as it goes on the wire: request line, `Host`, the other headers, the body.
+    fn text(&self) -> String {
+        let mut out = format!(
+            "{} {} HTTP/1.1\nHost: {}\n",
+            lossy(&self.method),
+            lossy(&self.target),
+            lossy(&self.authority)
+        );
+        for (n, v) in &self.headers {
+            if !n.eq_ignore_ascii_case(b"host") {
+                out.push_str(&format!("{}: {}\n", lossy(n), lossy(v)));
+            }
+        }
+        if let Some(body) = &self.body {
+            out.push('\n');
+            out.push_str(&lossy(body));
+            out.push('\n');
+        }
+        out
+    }
 }
 
 fn parse_header(raw: &[u8]) -> Result<(Vec<u8>, Vec<u8>), Failure> {
@@ -126,15 +211,28 @@ fn parse_header(raw: &[u8]) -> Result<(Vec<u8>, Vec<u8>), Failure> {
     Ok((name.to_vec(), value.to_vec()))
 }
 
-/// Splits `scheme://authority/target` without touching the path.
-fn parse_url(url: &[u8]) -> Result<(Option<Vec<u8>>, Vec<u8>), Failure> {
+/// A URL split without touching the path.
+#[derive(Debug, PartialEq, Eq)]
+struct Url {
+    authority: Option<Vec<u8>>,
+    /// `user:password` before the host, percent-decoded as curl does.
+    userinfo: Option<Vec<u8>>,
+    target: Vec<u8>,
+}
+
+/// Splits `scheme://[userinfo@]authority/target` without touching the path.
+fn parse_url(url: &[u8]) -> Result<Url, Failure> {
     let lower: Vec<u8> = url.iter().take(8).map(u8::to_ascii_lowercase).collect();
     let rest = if lower.starts_with(b"http://") {
         url.get(7..)
     } else if lower.starts_with(b"https://") {
         url.get(8..)
     } else if url.first() == Some(&b'/') {
-        return Ok((None, url.to_vec()));
+        return Ok(Url {
+            authority: None,
+            userinfo: None,
+            target: url.to_vec(),
+        });
     } else {
         return Err(Failure::usage(format!(
             "'{}' is not a URL: expected http://host/path or /path",
@@ -146,16 +244,173 @@ fn parse_url(url: &[u8]) -> Result<(Option<Vec<u8>>, Vec<u8>), Failure> {
         .iter()
         .position(|&b| matches!(b, b'/' | b'?' | b'#'))
         .unwrap_or(rest.len());
-    let authority = rest.get(..end).unwrap_or_default().to_vec();
+    let authority = rest.get(..end).unwrap_or_default();
+    let (userinfo, authority) = match authority.iter().rposition(|&b| b == b'@') {
+        Some(at) => (
+            Some(percent_decode(authority.get(..at).unwrap_or_default())),
+            authority.get(at + 1..).unwrap_or_default(),
+        ),
+        None => (None, authority),
+    };
     let mut target = rest.get(end..).unwrap_or_default().to_vec();
     if target.first() != Some(&b'/') {
         target.insert(0, b'/');
     }
-    Ok((Some(authority), target))
+    Ok(Url {
+        authority: Some(authority.to_vec()),
+        userinfo,
+        target,
+    })
 }
 
-fn build_request(args: &ExplainArgs) -> Result<Request, Failure> {
-    let (url_authority, target) = parse_url(&bytes(&args.url))?;
+/// `%XX` decoded, as curl decodes a URL's user and password; unlike form arguments
+/// (`tollgate::args::decode`), `+` stays `+`.
+fn percent_decode(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while let Some(&b) = s.get(i) {
+        let hex = |at: usize| s.get(at).copied().and_then(tollgate::percent::hex_value);
+        match (b, hex(i + 1), hex(i + 2)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push(hi << 4 | lo);
+                i += 3;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// curl's `--data-urlencode` encoding of the content: unreserved bytes as they are, a space
+/// as `+`, every other byte `%XX`.
+fn urlencode(content: &[u8], out: &mut Vec<u8>) {
+    for &b in content {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(b),
+            b' ' => out.push(b'+'),
+            _ => out.extend_from_slice(&tollgate::percent::escaped(b)),
+        }
+    }
+}
+
+/// Standard base64 with padding, for curl -u's `Authorization: Basic`.
+fn base64(input: &[u8]) -> Vec<u8> {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let sextet = |n: u32, shift: u32| {
+        let i = (n >> shift & 63) as usize;
+        ALPHABET.get(i).copied().unwrap_or(b'=')
+    };
+    let mut out = Vec::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let byte = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
+        let n = byte(0) << 16 | byte(1) << 8 | byte(2);
+        out.push(sextet(n, 18));
+        out.push(sextet(n, 12));
+        out.push(if chunk.len() > 1 { sextet(n, 6) } else { b'=' });
+        out.push(if chunk.len() > 2 { sextet(n, 0) } else { b'=' });
+    }
+    out
+}
+
+/// The flags that carry data, as curl reads each.
+#[derive(Clone, Copy)]
+enum DataFlag {
+    /// `-d`/`--data`/`--data-ascii`: `@FILE` without its line breaks.
+    Ascii,
+    /// `--data-raw`: no `@FILE`.
+    Raw,
+    /// `--data-binary`: `@FILE` byte for byte.
+    Binary,
+    /// `--data-urlencode`.
+    UrlEncode,
+}
+
+impl DataFlag {
+    const ALL: [(DataFlag, &'static str); 4] = [
+        (DataFlag::Ascii, "data"),
+        (DataFlag::Raw, "data_raw"),
+        (DataFlag::Binary, "data_binary"),
+        (DataFlag::UrlEncode, "data_urlencode"),
+    ];
+
+    /// One flag's value, as it goes into the body (or the query, with -G).
+    fn read(self, value: &[u8]) -> Result<Vec<u8>, Failure> {
+        let file = |name: &[u8]| read_input(Path::new(&lossy(name)));
+        match (self, value.strip_prefix(b"@")) {
+            (DataFlag::Ascii, Some(name)) => {
+                let content = file(name)?;
+                Ok(content
+                    .into_iter()
+                    .filter(|&b| b != b'\n' && b != b'\r')
+                    .collect())
+            }
+            (DataFlag::Binary, Some(name)) => file(name),
+            (DataFlag::Ascii | DataFlag::Binary | DataFlag::Raw, _) => Ok(value.to_vec()),
+            (DataFlag::UrlEncode, _) => {
+                // curl splits at the first '=', or failing one at the first '@' (a file).
+                let split = value
+                    .iter()
+                    .position(|&b| b == b'=')
+                    .or_else(|| value.iter().position(|&b| b == b'@'));
+                let (name, content) = match split {
+                    Some(at) => {
+                        let name = value.get(..at).unwrap_or_default();
+                        let rest = value.get(at + 1..).unwrap_or_default();
+                        if value.get(at) == Some(&b'@') {
+                            (name, file(rest)?)
+                        } else {
+                            (name, rest.to_vec())
+                        }
+                    }
+                    None => (&[][..], value.to_vec()),
+                };
+                let mut out = Vec::new();
+                if !name.is_empty() {
+                    out.extend_from_slice(name);
+                    out.push(b'=');
+                }
+                urlencode(&content, &mut out);
+                Ok(out)
+            }
+        }
+    }
+}
+
+impl ExplainArgs {
+    /// Every data flag's value in command-line order (curl joins them in that order), from
+    /// clap's matches; without them, flag by flag.
+    fn data_in_order(&self, matches: Option<&ArgMatches>) -> Vec<(DataFlag, Vec<u8>)> {
+        let fields = [
+            &self.data,
+            &self.data_raw,
+            &self.data_binary,
+            &self.data_urlencode,
+        ];
+        let mut all: Vec<(usize, DataFlag, Vec<u8>)> = Vec::new();
+        for ((flag, id), values) in DataFlag::ALL.into_iter().zip(fields) {
+            let indices: Vec<usize> = matches
+                .and_then(|m| m.indices_of(id))
+                .map(Iterator::collect)
+                .unwrap_or_default();
+            for (i, v) in values.iter().enumerate() {
+                let at = indices.get(i).copied().unwrap_or(usize::MAX);
+                all.push((at, flag, bytes(v)));
+            }
+        }
+        all.sort_by_key(|(at, _, _)| *at);
+        all.into_iter().map(|(_, f, v)| (f, v)).collect()
+    }
+}
+
+fn has_header(headers: &[(Vec<u8>, Vec<u8>)], name: &[u8]) -> bool {
+    headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+}
+
+fn build_request(args: &ExplainArgs, matches: Option<&ArgMatches>) -> Result<Request, Failure> {
+    let url = parse_url(&bytes(&args.url))?;
     let mut headers = args
         .headers
         .iter()
@@ -165,39 +420,67 @@ fn build_request(args: &ExplainArgs) -> Result<Request, Failure> {
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(b"host"))
         .map(|(_, v)| v.clone());
-    let authority = host_header.or(url_authority).ok_or_else(|| {
+    let authority = host_header.or(url.authority).ok_or_else(|| {
         Failure::usage("the URL has no host: give http://host/path or -H 'Host: …'")
     })?;
-    let body = if args.data.is_empty() {
-        None
-    } else {
-        let mut body = Vec::new();
-        for (i, d) in args.data.iter().enumerate() {
-            if i > 0 {
-                body.push(b'&');
+    // curl -u, or the URL's user:password; a header given with -H replaces curl's own.
+    let user = match &args.user {
+        Some(u) => {
+            let u = bytes(u);
+            if !u.contains(&b':') {
+                return Err(Failure::usage(
+                    "-u needs USER:PASSWORD: explain cannot ask for the password",
+                ));
             }
-            let d = bytes(d);
-            match d.strip_prefix(b"@") {
-                Some(file) => {
-                    let file = lossy(file);
-                    let content = std::fs::read(&file)
-                        .map_err(|e| Failure::usage(format!("cannot read {file}: {e}")))?;
-                    // curl -d strips line breaks from files.
-                    body.extend(content.into_iter().filter(|&b| b != b'\n' && b != b'\r'));
-                }
-                None => body.extend(d),
+            Some(u)
+        }
+        None => url.userinfo.map(|mut u| {
+            if !u.contains(&b':') {
+                u.push(b':');
             }
+            u
+        }),
+    };
+    if let Some(user) = user.filter(|_| !has_header(&headers, b"authorization")) {
+        let mut value = b"Basic ".to_vec();
+        value.extend(base64(&user));
+        headers.insert(0, (b"Authorization".to_vec(), value));
+    }
+    let mut data: Option<Vec<u8>> = None;
+    for (flag, value) in args.data_in_order(matches) {
+        let part = flag.read(&value)?;
+        match &mut data {
+            Some(joined) => {
+                joined.push(b'&');
+                joined.extend(part);
+            }
+            None => data = Some(part),
         }
-        if !headers
-            .iter()
-            .any(|(n, _)| n.eq_ignore_ascii_case(b"content-type"))
-        {
-            headers.push((
-                b"Content-Type".to_vec(),
-                b"application/x-www-form-urlencoded".to_vec(),
-            ));
+    }
+    let mut target = url.target;
+    let body = match data {
+        Some(query) if args.get => {
+            // curl -G: the data goes into the query, before any fragment.
+            let fragment = target
+                .iter()
+                .position(|&b| b == b'#')
+                .unwrap_or(target.len());
+            let tail = target.split_off(fragment);
+            target.push(if target.contains(&b'?') { b'&' } else { b'?' });
+            target.extend(query);
+            target.extend(tail);
+            None
         }
-        Some(body)
+        Some(body) => {
+            if !has_header(&headers, b"content-type") {
+                headers.push((
+                    b"Content-Type".to_vec(),
+                    b"application/x-www-form-urlencoded".to_vec(),
+                ));
+            }
+            Some(body)
+        }
+        None => None,
     };
     let method = match &args.method {
         Some(m) => bytes(m),
@@ -220,14 +503,26 @@ fn credentials_map(c: &Credentials<'_>) -> BTreeMap<&'static str, String> {
     c.params().map(|(k, v)| (k, lossy(v))).collect()
 }
 
-fn explanation(decision: &Decision<'_, '_>, scratch: &Scratch) -> Explanation {
+fn explanation(decision: &Decision<'_, '_>, scratch: &Scratch, request: &Request) -> Explanation {
     let service = decision.service;
     let (outcome, reason) = match decision.verdict {
         Verdict::Authorize => ("authorize", None),
         Verdict::Forward => ("forward", None),
         Verdict::Deny(r) => ("deny", Some(r.as_str())),
     };
-    let response = decision.response();
+    // The filter replies with the same Reply, and sends its headers() as they are here.
+    let reply = decision.response().map(|response| Reply {
+        response,
+        retry_after: None,
+    });
+    let content_type = reply.and_then(|r| {
+        let mut digits = [0u8; 20];
+        let found = r
+            .headers(&mut digits)
+            .find(|(n, _)| n.eq_ignore_ascii_case(b"content-type"))
+            .map(|(_, v)| lossy(v));
+        found
+    });
     let path = match decision.verdict {
         Verdict::Deny(tollgate::DenyReason::BadRequest(_) | tollgate::DenyReason::UriTooLong) => {
             None
@@ -267,15 +562,16 @@ fn explanation(decision: &Decision<'_, '_>, scratch: &Scratch) -> Explanation {
             .unwrap_or_default(),
         outcome,
         reason,
-        status: response.map(|r| r.status),
-        content_type: response.map(|r| r.content_type.to_owned()),
-        body: response.map(|r| r.body.to_owned()),
+        status: reply.map(|r| r.response.status),
+        content_type,
+        body: reply.map(|r| r.response.body.to_owned()),
         authrep,
+        request: request.json(),
     }
 }
 
-pub fn run(args: &ExplainArgs) -> Result<ExitCode, Failure> {
-    let request = build_request(args)?;
+pub fn run(args: &ExplainArgs, matches: Option<&ArgMatches>) -> Result<ExitCode, Failure> {
+    let request = build_request(args, matches)?;
     let loaded = load(&args.config)?;
     let view = RequestView {
         method: &request.method,
@@ -291,10 +587,10 @@ pub fn run(args: &ExplainArgs) -> Result<ExitCode, Failure> {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     let now = tollgate::time::Timestamp::from_nanos(now);
     let decision = loaded.compiled.decide(&view, now, &mut scratch);
-    let e = explanation(&decision, &scratch);
+    let e = explanation(&decision, &scratch, &request);
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&e).unwrap_or_default()),
-        Format::Text => print!("{}", text(&e, &decision)),
+        Format::Text => print!("{}\n{}", request.text(), text(&e, &decision)),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -357,8 +653,16 @@ fn text(e: &Explanation, decision: &Decision<'_, '_>) -> String {
         ),
         Verdict::Deny(reason) => {
             line("outcome", format!("deny: {reason}"));
-            if let (Some(s), Some(ct), Some(b)) = (e.status, &e.content_type, &e.body) {
-                line("response", format!("{s} ({ct}) {b:?}"));
+            if let Some(status) = e.status {
+                line(
+                    "response",
+                    match (&e.content_type, e.body.as_deref()) {
+                        (Some(ct), Some(b)) if !b.is_empty() => {
+                            format!("{status}, content-type: {ct}, body {b:?}")
+                        }
+                        _ => format!("{status}, empty body"),
+                    },
+                );
             }
         }
     }
@@ -371,16 +675,54 @@ mod tests {
 
     #[test]
     fn urls_are_split_without_normalising() {
-        let (a, t) = parse_url(b"http://API.example.com:8080//a/../b%2F?x=1#f").unwrap();
-        assert_eq!(a.unwrap(), b"API.example.com:8080");
-        assert_eq!(t, b"//a/../b%2F?x=1#f");
-        let (a, t) = parse_url(b"https://h?user_key=1").unwrap();
-        assert_eq!(a.unwrap(), b"h");
-        assert_eq!(t, b"/?user_key=1");
-        let (a, t) = parse_url(b"/p").unwrap();
-        assert!(a.is_none());
-        assert_eq!(t, b"/p");
+        let u = parse_url(b"http://API.example.com:8080//a/../b%2F?x=1#f").unwrap();
+        assert_eq!(u.authority.unwrap(), b"API.example.com:8080");
+        assert_eq!(u.target, b"//a/../b%2F?x=1#f");
+        assert_eq!(u.userinfo, None);
+        let u = parse_url(b"https://h?user_key=1").unwrap();
+        assert_eq!(u.authority.unwrap(), b"h");
+        assert_eq!(u.target, b"/?user_key=1");
+        let u = parse_url(b"/p").unwrap();
+        assert!(u.authority.is_none());
+        assert_eq!(u.target, b"/p");
         assert!(parse_url(b"ftp://x").is_err());
+        // curl takes user:password before the host, percent-decoded.
+        let u = parse_url(b"http://me%40x:p%3Aw@h:81/p").unwrap();
+        assert_eq!(u.authority.unwrap(), b"h:81");
+        assert_eq!(u.userinfo.unwrap(), b"me@x:p:w");
+        assert_eq!(
+            parse_url(b"http://a+b:p@h/").unwrap().userinfo.unwrap(),
+            b"a+b:p"
+        );
+    }
+
+    #[test]
+    fn data_is_encoded_as_curl_encodes_it() {
+        let cases: [(&[u8], &[u8]); 6] = [
+            (b"a b+c&d/~", b"a+b%2Bc%26d%2F~"),
+            // Only the content after the first '=' is encoded; the name is taken as it is.
+            (b"a b=c d", b"a b=c+d"),
+            (b"=a b", b"a+b"),
+            (b"name=x=y z", b"name=x%3Dy+z"),
+            // The first '=' wins over an '@'; without '=', '@' names a file.
+            (b"n@x=y z", b"n@x=y+z"),
+            (b"\xff", b"%FF"),
+        ];
+        for (value, encoded) in cases {
+            assert_eq!(DataFlag::UrlEncode.read(value).unwrap(), encoded);
+        }
+        assert_eq!(DataFlag::Raw.read(b"@file").unwrap(), b"@file");
+        assert_eq!(DataFlag::Ascii.read(b"--boundary").unwrap(), b"--boundary");
+        // Basic authentication as curl sends it: standard base64, padded.
+        for (plain, encoded) in [
+            (&b"user:pass"[..], &b"dXNlcjpwYXNz"[..]),
+            (b"a:", b"YTo="),
+            (b"ab:", b"YWI6"),
+            (b"", b""),
+            (b"\xff\xfe", b"//4="),
+        ] {
+            assert_eq!(base64(plain), encoded);
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use crate::input::load;
-use crate::{ConfigArg, Failure};
+use crate::{Cause, ConfigArg, Failure};
 
 #[derive(Args)]
 pub struct FilterArgs {
@@ -38,8 +38,12 @@ pub fn emit(rendered: &str, output: Option<&PathBuf>, check: bool) -> Result<Exi
             Ok(ExitCode::SUCCESS)
         }
         (Some(path), false) => {
-            std::fs::write(path, rendered)
-                .map_err(|e| Failure::usage(format!("cannot write {}: {e}", path.display())))?;
+            std::fs::write(path, rendered).map_err(|e| {
+                Failure::new(
+                    Cause::CannotWrite,
+                    format!("cannot write {}: {e}", path.display()),
+                )
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         (Some(path), true) => {
@@ -47,14 +51,14 @@ pub fn emit(rendered: &str, output: Option<&PathBuf>, check: bool) -> Result<Exi
             if current == rendered {
                 Ok(ExitCode::SUCCESS)
             } else {
-                Err(Failure {
-                    status: 1,
-                    message: format!(
+                Err(Failure::new(
+                    Cause::OutOfDate,
+                    format!(
                         "{} is out of date ({}); regenerate it: the same command without --check",
                         path.display(),
                         first_difference(&current, rendered)
                     ),
-                })
+                ))
             }
         }
     }

@@ -81,7 +81,7 @@ fn check_accepts_the_examples() {
 }
 
 #[test]
-fn check_lists_every_problem_with_its_path_and_exits_64() {
+fn check_lists_every_problem_with_its_path_and_exits_65() {
     let mut doc = service_json();
     doc["services"][0]["backend_version"] = json!("7");
     doc["services"][0]["proxy"]["proxy_rules"][0]["delta"] = json!("lots");
@@ -89,7 +89,7 @@ fn check_lists_every_problem_with_its_path_and_exits_64() {
     doc["services"][0]["proxy"]["policy_chain"] = json!([{"name": "cors"}, {"name": "apicast"}]);
     let f = TempFile::new("bad.json", doc.to_string().as_bytes());
     let out = tollgate(["check", "--config", f.0.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(64));
+    assert_eq!(out.status.code(), Some(65));
     let text = stdout(&out);
     for line in [
         "error: services[0].backend_version: unknown backend_version '7': expected 1, 2 or oauth",
@@ -108,7 +108,7 @@ fn check_lists_every_problem_with_its_path_and_exits_64() {
         "--config",
         f.0.to_str().unwrap(),
     ]);
-    assert_eq!(out.status.code(), Some(64));
+    assert_eq!(out.status.code(), Some(65));
     let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(report["valid"], false);
     assert_eq!(report["errors"], 4);
@@ -130,7 +130,7 @@ fn malformed_json_names_line_and_column() {
             args.push("http://h/");
         }
         let out = tollgate(&args);
-        assert_eq!(out.status.code(), Some(64), "{cmd}");
+        assert_eq!(out.status.code(), Some(65), "{cmd}");
         let all = format!("{}{}", stdout(&out), stderr(&out));
         assert!(
             all.contains("malformed JSON at line 3, column 14"),
@@ -140,7 +140,9 @@ fn malformed_json_names_line_and_column() {
 }
 
 #[test]
-fn bad_inputs_get_a_message_and_64_never_a_crash() {
+fn bad_inputs_get_a_message_and_65_never_a_crash() {
+    let size = 17 * 1024 * 1024;
+    let too_large = format!("the configuration is {size} bytes; the limit is 16777216 bytes");
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("empty.json", vec![], "the configuration is empty"),
         (
@@ -149,24 +151,22 @@ fn bad_inputs_get_a_message_and_64_never_a_crash() {
             "services[0].id",
         ),
         ("array.json", b"[1, 2]".to_vec(), "top level"),
+        ("binary.json", vec![0x00, 0x7b, 0xff], "malformed JSON"),
         (
-            "binary.json",
-            vec![0xff, 0xfe, 0x00, 0x7b],
-            "malformed JSON",
+            "utf16.json",
+            vec![0xff, 0xfe, 0x7b, 0x00],
+            "the configuration is UTF-16 text",
         ),
-        ("huge.json", vec![b' '; 17 * 1024 * 1024], "the limit is"),
+        ("huge.json", vec![b' '; size], &too_large),
     ];
     for (name, content, needle) in cases {
         let f = TempFile::new(name, &content);
         let out = tollgate(["generate", "filter", "--config", f.0.to_str().unwrap()]);
-        assert_eq!(out.status.code(), Some(64), "{name}");
+        assert_eq!(out.status.code(), Some(65), "{name}");
         assert!(stdout(&out).is_empty(), "{name}: nothing on stdout");
         assert!(stderr(&out).contains(needle), "{name}: {}", stderr(&out));
     }
-    let out = tollgate(["check", "--config", "/nonexistent/config.json"]);
-    assert_eq!(out.status.code(), Some(64));
-    assert!(stderr(&out).contains("cannot read"));
-    // Arguments clap refuses exit 64 too, not clap's 2.
+    // Arguments clap refuses exit 64, not clap's 2.
     assert_eq!(tollgate(["explain"]).status.code(), Some(64));
     assert_eq!(tollgate(["frobnicate"]).status.code(), Some(64));
     assert_eq!(tollgate(["--help"]).status.code(), Some(0));
@@ -267,6 +267,8 @@ fn explain_deny_shows_exactly_what_the_client_gets() {
         (e["status"].as_u64(), e["body"].as_str()),
         (Some(404), Some(""))
     );
+    // Envoy drops the content type of a local reply without a body: the client gets none.
+    assert!(e.get("content_type").is_none(), "{e}");
 }
 
 #[test]
@@ -422,5 +424,413 @@ fn generate_filter_check_names_the_first_difference() {
         std::fs::read_to_string(&f.0).unwrap(),
         stale,
         "--check writes nothing"
+    );
+}
+
+/// Runs tollgate with `input` on its standard input (written from another thread: the CLI may
+/// stop reading before the end).
+fn tollgate_with_stdin(args: &[&str], input: Vec<u8>) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+#[test]
+fn exit_codes_name_the_cause() {
+    let svc = TempFile::new("codes.json", service_json().to_string().as_bytes());
+    let svc = svc.0.to_str().unwrap();
+    let dir = std::env::temp_dir();
+    let dir = dir.to_str().unwrap();
+    let not_a_dir = format!("{svc}/x");
+    // Unreadable input: 66, with the reason, nothing on stdout.
+    for (args, reason) in [
+        (
+            vec!["check", "-c", "/nonexistent/config.json"],
+            "cannot read /nonexistent/config.json: No such file or directory",
+        ),
+        (vec!["generate", "filter", "-c", dir], "it is a directory"),
+        (vec!["check", "-c", &not_a_dir], "Not a directory"),
+        (
+            vec![
+                "explain",
+                "--format",
+                "text",
+                "-c",
+                svc,
+                "-d",
+                "@/nonexistent/body",
+                "http://h/",
+            ],
+            "cannot read /nonexistent/body",
+        ),
+    ] {
+        let out = tollgate(&args);
+        assert_eq!(out.status.code(), Some(66), "{args:?}");
+        assert!(stdout(&out).is_empty(), "{args:?}");
+        assert!(stderr(&out).contains(reason), "{args:?}: {}", stderr(&out));
+    }
+    // Usage: 64, from clap or from explain's own checks.
+    for args in [
+        vec!["check", "-c", svc, "--format", "yaml"],
+        vec!["explain", "-c", svc],
+        vec![
+            "explain",
+            "-c",
+            svc,
+            "-u",
+            "user-without-password",
+            "http://h/",
+        ],
+        vec!["explain", "-c", svc, "ftp://h/"],
+        vec!["generate", "filter"],
+    ] {
+        assert_eq!(tollgate(&args).status.code(), Some(64), "{args:?}");
+    }
+    // An output that cannot be written: 73.
+    let out = tollgate([
+        "generate",
+        "filter",
+        "-c",
+        svc,
+        "-o",
+        "/nonexistent/out.json",
+    ]);
+    assert_eq!(out.status.code(), Some(73), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot write /nonexistent/out.json"));
+    // The control service's data: unreadable 66.
+    let out = tollgate([
+        "control",
+        "--data",
+        "/nonexistent.yaml",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(out.status.code(), Some(66), "{}", stderr(&out));
+    // Explain exits 0 for a denial as for an authorization.
+    let out = tollgate(["explain", "-c", svc, "http://elsewhere.example/"]);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn help_documents_the_exit_codes_of_every_command() {
+    let commands: [&[&str]; 6] = [
+        &[],
+        &["check"],
+        &["explain"],
+        &["generate", "filter"],
+        &["generate", "envoy"],
+        &["control"],
+    ];
+    for command in commands {
+        let mut args = command.to_vec();
+        args.push("--help");
+        let out = tollgate(&args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        let help = stdout(&out);
+        for line in [
+            "Exit status:",
+            "  64  usage: a bad flag or argument",
+            "  65  invalid configuration: every error is listed",
+            "  66  unreadable input: a missing file, a directory, no permission",
+        ] {
+            assert!(help.contains(line), "{args:?} lacks {line:?}:\n{help}");
+        }
+        let generates = command.first() == Some(&"generate") || command.is_empty();
+        assert_eq!(
+            help.contains("  1   out of date: the file given with -o differs (--check)"),
+            generates,
+            "{args:?}"
+        );
+        let json = matches!(command, [] | ["check"] | ["explain"]);
+        assert_eq!(help.contains("With --format json"), json, "{args:?}");
+    }
+}
+
+#[test]
+fn with_format_json_failures_are_json_on_stdout() {
+    let bad = TempFile::new(
+        "json-failures.json",
+        br#"{"services": [{"id": 1, "backend_version": "7", "proxy": {}}]}"#,
+    );
+    let bad = bad.0.to_str().unwrap();
+    let json_failure = |args: &[&str], code: i32| -> Value {
+        let out = tollgate(args);
+        assert_eq!(out.status.code(), Some(code), "{args:?}");
+        assert!(stderr(&out).is_empty(), "{args:?}: {}", stderr(&out));
+        let v: Value = serde_json::from_str(&stdout(&out)).expect("one JSON object");
+        assert_eq!(v["error"]["exit_code"], code, "{v}");
+        v["error"].clone()
+    };
+    // explain prints JSON by default: its failures are JSON too.
+    let e = json_failure(&["explain", "-c", bad, "http://h/"], 65);
+    assert_eq!(e["kind"], "invalid_configuration");
+    assert_eq!(e["diagnostics"][0]["severity"], "error");
+    assert_eq!(e["diagnostics"][0]["path"], "services[0].backend_version");
+    let e = json_failure(
+        &["check", "--format", "json", "-c", "/nonexistent.json"],
+        66,
+    );
+    assert_eq!(e["kind"], "unreadable_input");
+    assert!(e["message"]
+        .as_str()
+        .unwrap()
+        .contains("cannot read /nonexistent.json"));
+    // Usage errors of a command given --format json, clap's and explain's own.
+    let e = json_failure(&["check", "--format", "json", "--frobnicate"], 64);
+    assert_eq!(e["kind"], "usage");
+    assert_eq!(e["message"], "unexpected argument '--frobnicate' found");
+    let e = json_failure(&["explain", "--format=json", "-c", bad, "/no-host"], 64);
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("the URL has no host"),
+        "{e}"
+    );
+    // In text, the same failures go to stderr and stdout stays empty.
+    let out = tollgate(["explain", "--format", "text", "-c", bad, "http://h/"]);
+    assert_eq!(out.status.code(), Some(65));
+    assert!(stdout(&out).is_empty());
+    assert_eq!(
+        stderr(&out).lines().next(),
+        Some("error: services[0].backend_version: unknown backend_version '7': expected 1, 2 or oauth")
+    );
+}
+
+fn basic_auth_service() -> Value {
+    let mut doc = service_json();
+    doc["services"][0]["backend_version"] = json!("2");
+    doc["services"][0]["proxy"]["credentials_location"] = json!("authorization");
+    doc
+}
+
+#[test]
+fn explain_takes_curls_get_urlencode_and_user_flags() {
+    let f = TempFile::new("curl.json", service_json().to_string().as_bytes());
+    let file = TempFile::new("curl-data.txt", b"en gb\nx&y\n");
+    let data_file = file.0.to_str().unwrap();
+    // -G puts the data in the query; the method stays GET unless -X says otherwise.
+    let e = explain(
+        &f.0,
+        &[
+            "-G",
+            "-d",
+            "a=1",
+            "-d",
+            "b=2",
+            "http://api.example.com/v1/words/x.json",
+        ],
+    );
+    assert_eq!(e["request"]["method"], "GET");
+    assert_eq!(e["request"]["target"], "/v1/words/x.json?a=1&b=2");
+    assert!(e["request"].get("body").is_none(), "{e}");
+    assert_eq!(e["request"]["headers"], json!([]));
+    let e = explain(
+        &f.0,
+        &[
+            "-X",
+            "POST",
+            "--get",
+            "-H",
+            "X-Api-Key: k",
+            "--data-urlencode",
+            "lang=fr",
+            "http://api.example.com/v1/words/x.json?v=1#frag",
+        ],
+    );
+    assert_eq!(e["request"]["target"], "/v1/words/x.json?v=1&lang=fr#frag");
+    assert_eq!(e["usage"], json!({"words": 1}), "{e}");
+    // --data-urlencode in each of curl's forms, joined with the other data flags in order.
+    let name_at_file = format!("lang@{data_file}");
+    let at_file = format!("@{data_file}");
+    let e = explain(
+        &f.0,
+        &[
+            "-H",
+            "X-Api-Key: k",
+            "--data-urlencode",
+            &name_at_file,
+            "-d",
+            "raw=a b",
+            "--data-urlencode",
+            "=x y",
+            "--data-urlencode",
+            "plain+text",
+            "--data-urlencode",
+            "q=1=2&3",
+            "--data-urlencode",
+            &at_file,
+            "--data-raw",
+            "@not-a-file",
+            "http://api.example.com/v1/words/x.json",
+        ],
+    );
+    assert_eq!(
+        e["request"]["body"],
+        "lang=en+gb%0Ax%26y%0A&raw=a b&x+y&plain%2Btext&q=1%3D2%263&en+gb%0Ax%26y%0A&@not-a-file"
+    );
+    assert_eq!(e["request"]["method"], "POST");
+    assert_eq!(
+        e["request"]["headers"],
+        json!([
+            ["X-Api-Key", "k"],
+            ["Content-Type", "application/x-www-form-urlencoded"]
+        ])
+    );
+    // The form argument decoded from the body satisfies the rule's {lang}.
+    assert_eq!(e["usage"], json!({"words": 1}), "{e}");
+    // -d @FILE drops line breaks, --data-binary @FILE keeps them.
+    let e = explain(
+        &f.0,
+        &["-d", &at_file, "--data-binary", &at_file, "http://h/"],
+    );
+    assert_eq!(e["request"]["body"], "en gbx&y&en gb\nx&y\n");
+
+    // -u and the URL's user:password become curl's Basic header; -H Authorization wins.
+    let f = TempFile::new("basic.json", basic_auth_service().to_string().as_bytes());
+    let e = explain(&f.0, &["-u", "app:s3cret", "http://api.example.com/"]);
+    assert_eq!(
+        e["request"]["headers"],
+        json!([["Authorization", "Basic YXBwOnMzY3JldA=="]])
+    );
+    assert_eq!(
+        e["credentials"],
+        json!({"app_id": "app", "app_key": "s3cret"})
+    );
+    let e = explain(&f.0, &["http://app%3A1:pw@api.example.com/"]);
+    assert_eq!(e["request"]["authority"], "api.example.com");
+    assert_eq!(
+        e["credentials"],
+        json!({"app_id": "app:1", "app_key": "pw"})
+    );
+    let e = explain(
+        &f.0,
+        &[
+            "-u",
+            "app:s3cret",
+            "-H",
+            "Authorization: Basic b3RoZXI6a2V5",
+            "http://api.example.com/",
+        ],
+    );
+    assert_eq!(
+        e["credentials"],
+        json!({"app_id": "other", "app_key": "key"})
+    );
+}
+
+#[test]
+fn explain_takes_data_that_begins_with_a_dash() {
+    let f = TempFile::new("dash.json", service_json().to_string().as_bytes());
+    let body =
+        "--boundary\r\nContent-Disposition: form-data; name=\"lang\"\r\n\r\nfr\r\n--boundary--\r\n";
+    for flag in ["-d", "--data", "--data-raw", "--data-binary"] {
+        let e = explain(
+            &f.0,
+            &[
+                "-H",
+                "X-Api-Key: k",
+                "-H",
+                "Content-Type: multipart/form-data; boundary=boundary",
+                flag,
+                body,
+                "http://api.example.com/v1/words/x.json",
+            ],
+        );
+        assert_eq!(e["request"]["body"], body, "{flag}");
+        // A multipart body is not form arguments: the rule's {lang} is not satisfied.
+        assert_eq!(e["outcome"], "deny", "{flag}");
+    }
+    let e = explain(&f.0, &["--data-urlencode", "-x", "http://h/"]);
+    assert_eq!(e["request"]["body"], "-x");
+}
+
+#[test]
+fn explain_text_starts_with_the_request_as_sent() {
+    let f = TempFile::new("text.json", service_json().to_string().as_bytes());
+    let run = |args: &[&str]| {
+        let mut all = vec!["explain", "--format", "text", "-c", f.0.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = tollgate(&all);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let denied = run(&[
+        "-u",
+        "user:pass",
+        "-d",
+        "a=1",
+        "http://api.example.com/v1/words/x.json?lang=en",
+    ]);
+    insta::assert_snapshot!("explain_text_deny", denied);
+    let unknown = run(&[
+        "-G",
+        "--data-urlencode",
+        "q=a b",
+        "http://elsewhere.example/p",
+    ]);
+    insta::assert_snapshot!("explain_text_unknown_host", unknown);
+}
+
+#[test]
+fn input_that_is_not_a_proxy_configuration_is_named() {
+    // A UTF-8 byte order mark (Windows editors write one) is skipped.
+    let mut bom = b"\xEF\xBB\xBF".to_vec();
+    bom.extend(std::fs::read(examples().join("twitter.json")).unwrap());
+    let f = TempFile::new("bom.json", &bom);
+    let out = tollgate(["check", "-c", f.0.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+
+    let fetch = "fetch a proxy configuration instead: \
+                 /admin/api/services/{id}/proxy/configs/{env}/latest.json (one service), \
+                 /admin/api/account/proxy_configs/{env}.json (every service) or \
+                 /admin/api/nginx/spec.json, where {env} is sandbox or production";
+    let cases: [(&str, &[u8], &str); 3] = [
+        (
+            "admin.xml",
+            b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<services><service><id>2</id></service></services>\n",
+            "error: this is XML, not a proxy configuration: the Admin API answers in XML unless \
+             the path ends in .json; ",
+        ),
+        (
+            "services.json",
+            br#"{"services":[{"service":{"id":2,"name":"API","state":"incomplete","backend_version":"1"}}]}"#,
+            "error: services[0].service: this is the Admin API's services list \
+             (/admin/api/services.json): it names the services but holds no proxy configuration; ",
+        ),
+        (
+            "signin.html",
+            b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head></html>",
+            "error: this is an HTML page, not a proxy configuration (a sign-in or error page: \
+             check the URL and the access token); ",
+        ),
+    ];
+    for (name, content, start) in cases {
+        let f = TempFile::new(name, content);
+        let out = tollgate(["check", "-c", f.0.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(65), "{name}");
+        let first = stdout(&out).lines().next().unwrap_or_default().to_owned();
+        assert_eq!(first, format!("{start}{fetch}"), "{name}");
+    }
+
+    // From standard input the size is not known beforehand: "more than" the limit.
+    let out = tollgate_with_stdin(&["check", "-c", "-"], vec![b' '; 17 * 1024 * 1024]);
+    assert_eq!(out.status.code(), Some(65));
+    assert_eq!(
+        stdout(&out).lines().next(),
+        Some("error: the configuration is more than 16777216 bytes; the limit is 16777216 bytes")
     );
 }

@@ -1,4 +1,4 @@
-//! `tollgate control` as a process: starts, answers an authrep, refuses bad data with exit 64.
+//! `tollgate control` as a process: starts, answers an authrep, refuses bad data with exit 65.
 // Tests fail by panicking.
 #![allow(
     clippy::unwrap_used,
@@ -69,7 +69,7 @@ fn serves_the_example_data() {
 }
 
 #[test]
-fn bad_data_exits_64_naming_the_place() {
+fn bad_data_exits_65_naming_the_place() {
     let dir = std::env::temp_dir().join(format!("tollgate-cli-control-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("bad.yaml");
@@ -86,7 +86,7 @@ fn bad_data_exits_64_naming_the_place() {
         "127.0.0.1:0".as_ref(),
     ]);
     let _ = std::fs::remove_dir_all(&dir);
-    assert_eq!(out.status.code(), Some(64));
+    assert_eq!(out.status.code(), Some(65));
     let stderr = stderr(&out);
     assert!(
         stderr.contains("services[0].applications[1].plan: unknown plan \"gold\""),

@@ -50,13 +50,15 @@ fn envoy_binary() -> PathBuf {
     tollgate_testsupport::envoy().unwrap()
 }
 
-const FIXED: [&str; 6] = [
+const FIXED: [&str; 8] = [
     "--wasm",
     "/opt/tollgate/tollgate.wasm",
     "--listen",
     "127.0.0.1:8080",
     "--admin",
     "127.0.0.1:9901",
+    "--node-id",
+    "gw-1",
 ];
 
 fn generate(config: &Path, extra: &[&str]) -> Output {
@@ -113,16 +115,7 @@ fn embedded_configuration_is_generate_filter_output() {
 fn envoy_validates_the_bootstraps() {
     let envoy = envoy_binary();
     let dir = TempDir::new("validate");
-    let built = workspace().join("target/tollgate.wasm");
-    let wasm = if built.is_file() {
-        built
-    } else {
-        // Validation still checks the rest without a real module.
-        let fake = dir.path("tollgate.wasm");
-        std::fs::write(&fake, b"\0asm\x01\0\0\0").unwrap();
-        fake
-    };
-    let wasm = wasm.to_str().unwrap().to_owned();
+    let wasm = module_for_validation(&dir);
     for name in ["sendgrid", "twitter"] {
         for backend in [None, Some("http://127.0.0.1:3001")] {
             let mut args = vec!["--wasm", wasm.as_str(), "-o"];
@@ -134,17 +127,93 @@ fn envoy_validates_the_bootstraps() {
             let out = generate(&example(name), &args);
             assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
             assert!(stdout(&out).is_empty());
-            let check = Command::new(&envoy)
-                .args(["--mode", "validate", "-c"])
-                .arg(&file)
-                .output()
-                .expect("run envoy");
-            let log = format!("{}{}", stderr(&check), stdout(&check));
-            assert!(
-                check.status.success() && log.contains(" OK"),
-                "{name} {backend:?}: envoy --mode validate failed:\n{log}"
-            );
+            envoy_accepts(&envoy, &file, &format!("{name} {backend:?}"));
         }
+    }
+}
+
+/// The module `envoy --mode validate` loads: the built one, else (validation still checks
+/// the rest) an empty module in `dir`.
+fn module_for_validation(dir: &TempDir) -> String {
+    let built = workspace().join("target/tollgate.wasm");
+    let wasm = if built.is_file() {
+        built
+    } else {
+        let fake = dir.path("tollgate.wasm");
+        std::fs::write(&fake, b"\0asm\x01\0\0\0").unwrap();
+        fake
+    };
+    wasm.to_str().unwrap().to_owned()
+}
+
+/// `envoy --mode validate` says OK of `file`.
+fn envoy_accepts(envoy: &Path, file: &Path, what: &str) {
+    let check = Command::new(envoy)
+        .args(["--mode", "validate", "-c"])
+        .arg(file)
+        .output()
+        .expect("run envoy");
+    let log = format!("{}{}", stderr(&check), stdout(&check));
+    assert!(
+        check.status.success() && log.contains(" OK"),
+        "{what}: envoy --mode validate failed:\n{log}"
+    );
+}
+
+/// Addresses by name: listeners get an address (Envoy binds addresses, not names), the
+/// control service keeps its name for Envoy to resolve, and Envoy accepts the result.
+#[test]
+fn addresses_may_be_localhost_or_names() {
+    let dir = TempDir::new("names");
+    let file = dir.path("envoy.yaml");
+    let wasm = module_for_validation(&dir);
+    let args = [
+        "--wasm",
+        wasm.as_str(),
+        "--listen",
+        "localhost:18080",
+        "--admin",
+        "localhost:19901",
+        "--backend-url",
+        "http://localhost:3001",
+        "--node-id",
+        "gw-1",
+        "-o",
+        file.to_str().unwrap(),
+    ];
+    generate_ok(&example("twitter"), &args);
+    let yaml = std::fs::read_to_string(&file).unwrap();
+    let tree: Value = serde_saphyr::from_str(&yaml).unwrap();
+    assert_eq!(
+        tree["static_resources"]["listeners"][0]["address"]["socket_address"],
+        serde_json::json!({"address": "127.0.0.1", "port_value": 18080})
+    );
+    assert_eq!(
+        tree["admin"]["address"]["socket_address"],
+        serde_json::json!({"address": "127.0.0.1", "port_value": 19901})
+    );
+    let control = tree["static_resources"]["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "tollgate_control_service")
+        .unwrap();
+    assert_eq!(control["type"], "LOGICAL_DNS");
+    envoy_accepts(&envoy_binary(), &file, "names");
+
+    for (flag, value, says) in [
+        ("--listen", "no-such-host.invalid:8080", "cannot resolve"),
+        ("--admin", "localhost", "is not HOST:PORT"),
+        ("--backend-url", "localhost:3001", "give the scheme too"),
+    ] {
+        let out = generate(&example("twitter"), &[flag, value]);
+        assert_eq!(out.status.code(), Some(64), "{flag} {value}");
+        assert!(
+            stderr(&out).contains(says),
+            "{flag} {value}: {}",
+            stderr(&out)
+        );
+        assert!(stdout(&out).is_empty());
     }
 }
 
@@ -154,6 +223,7 @@ fn the_library_renders_what_the_command_prints() {
     let config = tollgate::load(&bytes).config.unwrap();
     let mut options = EnvoyOptions::new("/opt/tollgate/tollgate.wasm");
     options.backend_url = Some("http://127.0.0.1:3001".into());
+    options.node_id = Some("gw-1".into());
     let mut args = FIXED.to_vec();
     args.extend(["--backend-url", "http://127.0.0.1:3001"]);
     assert_eq!(
@@ -175,12 +245,15 @@ fn defaults() {
         serde_json::json!({"address": "127.0.0.1", "port_value": 9901})
     );
     assert!(yaml.contains("filename: target/tollgate.wasm\n"), "{yaml}");
+    // APIcast's X-3scale-hostname is the machine's host name: so is the node id.
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(tree["node"]["id"], hostname.trim());
 }
 
 #[test]
-fn missing_config_file_is_a_usage_error() {
+fn missing_config_file_is_unreadable_input() {
     let out = generate(Path::new("/nonexistent/proxy-config.json"), &FIXED);
-    assert_eq!(out.status.code(), Some(64));
+    assert_eq!(out.status.code(), Some(66));
     assert!(stderr(&out).contains("cannot read"), "{}", stderr(&out));
     assert!(stdout(&out).is_empty());
 }
@@ -201,8 +274,8 @@ fn invalid_config_gets_the_generate_filter_diagnostics() {
         OsStr::new("--config"),
         file.as_os_str(),
     ]);
-    assert_eq!(envoy.status.code(), Some(64));
-    assert_eq!(filter.status.code(), Some(64));
+    assert_eq!(envoy.status.code(), Some(65));
+    assert_eq!(filter.status.code(), Some(65));
     assert!(stdout(&envoy).is_empty());
     assert_eq!(stderr(&envoy), stderr(&filter));
 }
@@ -246,13 +319,13 @@ fn disagreeing_control_services_fail_check_and_generate_alike() {
                  https://backend.example.com is not the one services[0].proxy.backend.endpoint \
                  names (https://su1.3scale.net): one control-service cluster serves every service";
     let checked = tollgate(["check".as_ref(), "-c".as_ref(), file.as_os_str()]);
-    assert_eq!(checked.status.code(), Some(64));
+    assert_eq!(checked.status.code(), Some(65));
     assert_eq!(stdout(&checked).lines().next(), Some(error));
     let mut with_override = FIXED.to_vec();
     with_override.extend(["--backend-url", "http://127.0.0.1:3001"]);
     for args in [&FIXED[..], &with_override] {
         let out = generate(&file, args);
-        assert_eq!(out.status.code(), Some(64));
+        assert_eq!(out.status.code(), Some(65));
         assert_eq!(stderr(&out).lines().next(), Some(error), "{args:?}");
         assert!(stdout(&out).is_empty());
     }

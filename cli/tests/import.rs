@@ -67,7 +67,7 @@ fn a_url_in_hosts_gets_the_same_verdict_from_check_and_generate_envoy() {
     let wildcard = "error: services[0].proxy.hosts[1]: host '*.example.com' cannot be a virtual \
                     host domain";
     let (code, text) = check(&doc, &[]);
-    assert_eq!(code, Some(64), "{text}");
+    assert_eq!(code, Some(65), "{text}");
     assert!(lines(&text).contains(&url), "{text}");
     assert!(text.lines().any(|l| l.starts_with(wildcard)), "{text}");
     assert!(text.contains("invalid, 2 errors"), "{text}");
@@ -94,7 +94,7 @@ fn skip_policy_accepts_what_tollgate_cannot_run_on_every_command() {
         {"name": "apicast"}
     ]))]});
     let (code, text) = check(&doc, &[]);
-    assert_eq!(code, Some(64), "{text}");
+    assert_eq!(code, Some(65), "{text}");
     assert!(
         text.contains(
             "error: services[0].proxy.policy_chain[1].name: policy 'ip_check' is not implemented \
@@ -105,7 +105,7 @@ fn skip_policy_accepts_what_tollgate_cannot_run_on_every_command() {
     );
     // One is not enough; both, repeated or as a list, are.
     let (code, text) = check(&doc, &["--skip-policy", "cors"]);
-    assert_eq!(code, Some(64), "{text}");
+    assert_eq!(code, Some(65), "{text}");
     for flags in [
         &["--skip-policy", "cors", "--skip-policy", "ip_check"][..],
         &["--skip-policy", "cors,apicast.policy.ip_check"],

@@ -26,6 +26,9 @@ use crate::{state, xml, Clock, ControlError, MAX_BODY, REQUEST_LOG_LEN};
 struct Logged {
     method: String,
     path_and_query: String,
+    /// The `Host` the request named (HTTP/2's `:authority`), if any: 3scale's hosted
+    /// backend routes by it.
+    host: Option<String>,
     status: u16,
 }
 
@@ -169,6 +172,11 @@ async fn record(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Respo
     let path_and_query = uri
         .path_and_query()
         .map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned());
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+        .or_else(|| uri.authority().map(|a| a.as_str().to_owned()));
     let res = next.run(req).await;
     let mut log = lock(&s.log);
     if log.len() >= REQUEST_LOG_LEN {
@@ -177,6 +185,7 @@ async fn record(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Respo
     log.push_back(Logged {
         method,
         path_and_query,
+        host,
         status: res.status().as_u16(),
     });
     res

@@ -78,6 +78,9 @@ pub struct Gateway {
     pub bootstrap: String,
 }
 
+/// The node id of the tests' Envoy, which debug answers report as `X-3scale-hostname`.
+pub const NODE_ID: &str = "tollgate-e2e";
+
 impl Gateway {
     /// Starts the echo upstream and Envoy for `examples`; `tweak` may change the FilterConfig
     /// (e.g. the control-service timeout) before it is rendered.
@@ -86,16 +89,35 @@ impl Gateway {
         control: SocketAddr,
         tweak: impl FnOnce(&mut FilterConfig),
     ) -> Result<Self> {
+        Self::serve(
+            |upstream| local_services(examples, upstream),
+            control,
+            tweak,
+            |_| {},
+        )
+    }
+
+    /// Starts the echo upstream and Envoy for the 3scale document `services` writes for the
+    /// upstream's address. The bootstrap is `generate envoy`'s with `--backend-url
+    /// http://<control>` and `--node-id` [`NODE_ID`], unless `options` changes them.
+    pub fn serve(
+        services: impl FnOnce(SocketAddr) -> Result<Value>,
+        control: SocketAddr,
+        tweak: impl FnOnce(&mut FilterConfig),
+        options: impl FnOnce(&mut EnvoyOptions),
+    ) -> Result<Self> {
         let echo = Echo::start()?;
-        let mut config = filter_config(&local_services(examples, echo.addr)?)?;
+        let mut config = filter_config(&services(echo.addr)?)?;
         tweak(&mut config);
-        let (port, admin) = (free_port()?, free_port()?);
-        let mut options = EnvoyOptions::new(tollgate_wasm()?);
-        options.listen = SocketAddr::from(([127, 0, 0, 1], port));
-        options.admin = SocketAddr::from(([127, 0, 0, 1], admin));
-        options.backend_url = Some(format!("http://{control}"));
-        let bootstrap = render(&config, &options)?;
-        let envoy = Envoy::start(&bootstrap, admin, TEST_WORKERS)?;
+        let mut generate = EnvoyOptions::new(tollgate_wasm()?);
+        generate.listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        generate.admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        generate.backend_url = Some(format!("http://{control}"));
+        generate.node_id = Some(NODE_ID.to_owned());
+        options(&mut generate);
+        let bootstrap = render(&config, &generate)?;
+        let envoy = Envoy::start(&bootstrap, generate.admin.port(), TEST_WORKERS)?;
+        let port = generate.listen.port();
         Ok(Self {
             envoy,
             echo,
@@ -118,6 +140,38 @@ impl Gateway {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0))
     }
+}
+
+/// One request the control service received, from its `/_tollgate/requests`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// The `Host` it named.
+    pub host: Option<String>,
+    /// The raw target, still percent-encoded.
+    pub path_and_query: String,
+}
+
+/// What the control service at `control` received, oldest first.
+pub fn received(control: SocketAddr) -> Result<Vec<Received>> {
+    let url = format!("http://{control}/_tollgate/requests");
+    let what = format!("GET {url}");
+    let body = ureq::get(&url)
+        .call()
+        .map_err(HarnessError::http(&what))?
+        .body_mut()
+        .read_to_string()
+        .map_err(HarnessError::http(&what))?;
+    let list: Vec<Value> = serde_json::from_str(&body).map_err(|source| HarnessError::Json {
+        what: format!("parsing {url}"),
+        source,
+    })?;
+    Ok(list
+        .iter()
+        .map(|r| Received {
+            host: r["host"].as_str().map(str::to_owned),
+            path_and_query: r["path_and_query"].as_str().unwrap_or_default().to_owned(),
+        })
+        .collect())
 }
 
 /// The example files the tests and the demo serve.

@@ -21,8 +21,9 @@ pub struct Root {
     pub configured: Option<Rc<Configured>>,
 }
 
-/// Envoy's node id, the gateway's name in `X-3scale-hostname`.
-const NODE_ID: &[u8] = b"node\0id";
+/// Envoy's node id, the gateway's name in `X-3scale-hostname`: Envoy 1.40 serves the node
+/// as `xds.node` (it answers `node.id` with "not found").
+const NODE_ID: &[u8] = b"xds\0node\0id";
 
 impl Root {
     pub fn on_configure(&mut self, size: usize) -> bool {

@@ -176,7 +176,12 @@ impl Stream {
             event = match action {
                 Action::Continue => return CONTINUE,
                 Action::Pause => return PAUSE,
-                Action::Reply(r) => return reply(&mut shared.wire, r),
+                Action::Reply(r) => {
+                    // The debug headers go with the reply itself, whether or not Envoy runs
+                    // the response callbacks for it.
+                    let debug = self.flow.on_response_headers();
+                    return reply_with(&mut shared.wire, r, &debug);
+                }
                 Action::Forward(edits) => return forward(&mut shared.wire, edits, phase),
                 Action::ReadBody => match host::buffer(Buffer::RequestBody, usize::MAX) {
                     Ok(body) => Event::BodyRead(Some(body)),
@@ -239,7 +244,12 @@ fn dispatch(wire: &mut Vec<u8>, call: ControlCall<'_>) -> Result<u32, HostError>
 /// Sends a local reply. If the host refuses it, the stream is reset rather than let through:
 /// a request the gateway did not authorize never reaches the upstream.
 fn reply(wire: &mut Vec<u8>, reply: Reply<'_>) -> u32 {
-    reply.encode_headers(wire);
+    reply_with(wire, reply, &[])
+}
+
+/// [`reply`], with `extra` headers.
+fn reply_with(wire: &mut Vec<u8>, reply: Reply<'_>, extra: &[(&'static str, String)]) -> u32 {
+    reply.encode_headers_with(extra, wire);
     if let Err(e) = host::send_local_response(reply.response.status, wire, reply.response.body) {
         host_failure("cannot send the local reply", e);
         if let Err(e) = host::close_request() {

@@ -471,6 +471,66 @@ fn debug_headers_when_x_3scale_debug_is_the_service_token() {
     check(&host, &[]);
 }
 
+/// A SendGrid GET for `path` that asks for the debug headers.
+fn debug_get<'h>(host: &'h Host, path: &str) -> Stream<'h> {
+    host.worker(0).request(&[
+        (":method", "GET"),
+        (":path", path),
+        (":authority", SG),
+        ("x-3scale-debug", SG_TOKEN),
+    ])
+}
+
+/// As APIcast: asked for with the service token, the debug headers are on the control
+/// service's refusals too (here a 429 and a 403), once each; not on a refusal made before
+/// the call.
+#[test]
+fn debug_headers_are_on_the_control_services_refusals_too() {
+    for (status, headers, expected) in [
+        (
+            409,
+            &[("3scale-rejection-reason", "limits_exceeded")][..],
+            429,
+        ),
+        (
+            403,
+            &[("3scale-rejection-reason", "user_key_invalid")][..],
+            403,
+        ),
+        (503, NO_HEADERS, 403),
+    ] {
+        let host = host(sendgrid());
+        let s = debug_get(&host, "/api/bounces.get.json?api_user=a&api_key=b");
+        only_call(&s).respond(status, headers, b"");
+        let r = local_reply(&s);
+        assert_eq!(r.status, expected);
+        assert_eq!(r.header("content-type").as_deref(), Some(JSON));
+        for (name, value) in [
+            ("x-3scale-service-id", "2555417735060"),
+            ("x-3scale-credentials", "app_id=a&app_key=b"),
+            ("x-3scale-usage", "usage%5Bbounces%5D=1"),
+            ("x-3scale-hostname", "tollgate"),
+            ("x-3scale-service-name", "sendgrid"),
+        ] {
+            let all: Vec<_> = r
+                .headers
+                .0
+                .iter()
+                .filter(|(n, _)| n == name.as_bytes())
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                .collect();
+            assert_eq!(all, [value], "{status}: {name} in {:?}", r.headers);
+        }
+        check(&host, &[]);
+    }
+    // Refused before the call (no credentials): none.
+    let host = host(sendgrid());
+    let r = local_reply(&debug_get(&host, "/api/bounces.get.json"));
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("x-3scale-usage"), None, "{:?}", r.headers);
+    check(&host, &[]);
+}
+
 #[test]
 fn debug_headers_use_the_node_id_as_hostname() {
     let host = Host::builder(wasm())

@@ -82,7 +82,7 @@ pub enum RuleField<'a> {
 pub enum Loc<'a> {
     /// A top-level field of the FilterConfig (`request_line_max_bytes`).
     Field(&'static str),
-    /// A field of the `control_service` section (`cluster`, `timeout_ms`).
+    /// A field of the `control_service` section (`cluster`, `timeout_ms`, `authority`).
     ControlService(&'static str),
     Services,
     Service(usize, ServiceField),

@@ -82,6 +82,13 @@ pub struct ControlServiceConfig {
     pub cluster: String,
     /// Call timeout; never 0 (Envoy would then wait forever).
     pub timeout_ms: u32,
+    /// The `:authority` of every call: the host (and port, when not the scheme's default) of
+    /// the URL the cluster really targets, when an operator points it somewhere other than
+    /// the services' `backend.endpoint` (as APIcast's `BACKEND_ENDPOINT_OVERRIDE`, it wins
+    /// over `backend.host`). Absent: each service's `backend.host`, else the host of its
+    /// `backend.endpoint` (or of the one the services agree on), else the cluster's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
 }
 
 impl Default for ControlServiceConfig {
@@ -89,6 +96,7 @@ impl Default for ControlServiceConfig {
         Self {
             cluster: DEFAULT_CONTROL_SERVICE_CLUSTER.into(),
             timeout_ms: DEFAULT_CONTROL_SERVICE_TIMEOUT_MS,
+            authority: None,
         }
     }
 }

@@ -13,9 +13,10 @@ use crate::config::{Authorization, FilterConfig, ServiceConfig};
 use crate::credentials::CredentialSource;
 use crate::diagnostics::Diagnostics;
 use crate::index::{MetricIndex, ServiceIndex};
+use crate::rules::lint::{is_token_char, ServiceLints};
 use crate::rules::pattern::analyze;
 use crate::rules::query::QueryCondition;
-use crate::rules::{RefusalKind, RuleInput, RuleLimits, RuleSet, ANY_METHOD};
+use crate::rules::{RefusalKind, RuleInput, RuleLimits, RuleSet};
 use crate::service::{normalize_host, HostIndex, MAX_HOST_LEN};
 use crate::url::HttpUrl;
 
@@ -99,7 +100,7 @@ pub fn compile(
         }
         seen_ids.push(&svc.id);
         let domains = index_hosts(svc, i, &mut hosts, paths, diags);
-        if let Some(mut service) = compile_service(svc, i, cluster, &mut nodes_left, paths, diags) {
+        if let Some(mut service) = compile_service(svc, i, &mut nodes_left, paths, diags) {
             service.domains = domains;
             services.push(service);
         }
@@ -115,6 +116,13 @@ pub fn compile(
         );
     }
     let control_url = agreed_control_url(&services, paths, diags);
+    let authority = config.control_service.authority.as_deref();
+    if let Some(a) = authority {
+        check_authority(a, paths.path(Loc::ControlService("authority")), diags);
+    }
+    for service in &mut services {
+        service.settle_control_authority(authority, control_url.as_ref(), cluster);
+    }
     if diags.errors().count() > errors_before {
         return None;
     }
@@ -270,6 +278,23 @@ pub(super) fn same_target(a: &HttpUrl, b: &HttpUrl) -> bool {
     (a.https, &a.host, a.effective_port()) == (b.https, &b.host, b.effective_port())
 }
 
+/// A `:authority` the operator gives: a host, with a port perhaps; nothing a header or a
+/// request line could not carry.
+fn check_authority(value: &str, at: String, diags: &mut Diagnostics) {
+    if value.is_empty()
+        || value
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        diags.error(
+            at,
+            format!(
+                "'{value}' is not a host (with an optional port) for the control service's calls"
+            ),
+        );
+    }
+}
+
 fn check_header_value(value: &str, at: String, what: &str, diags: &mut Diagnostics) {
     if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
         diags.error(
@@ -282,7 +307,6 @@ fn check_header_value(value: &str, at: String, what: &str, diags: &mut Diagnosti
 fn compile_service(
     svc: &ServiceConfig,
     i: usize,
-    control_cluster: &str,
     nodes_left: &mut usize,
     paths: &dyn SourcePaths,
     diags: &mut Diagnostics,
@@ -452,6 +476,7 @@ fn compile_service(
         .collect();
 
     let mut inputs = Vec::with_capacity(svc.mapping_rules.len());
+    let mut lints = ServiceLints::new(i, svc.mapping_rules.len());
     for (j, rule) in svc.mapping_rules.iter().enumerate() {
         let rat = |f: RuleField<'_>| paths.path(Loc::Rule(i, j, f));
         if rule.method.is_empty() || !rule.method.bytes().all(is_token_char) {
@@ -460,15 +485,6 @@ fn compile_service(
                 format!("'{}' is not an HTTP method", rule.method),
             );
             ok = false;
-        } else if rule.method != ANY_METHOD && rule.method.bytes().any(|b| b.is_ascii_lowercase()) {
-            diags.warning(
-                rat(RuleField::Method),
-                format!(
-                    "methods are compared case-sensitively: '{}' never matches a {} request",
-                    rule.method,
-                    rule.method.to_ascii_uppercase()
-                ),
-            );
         }
         if rule.metric.is_empty() {
             diags.error(rat(RuleField::Metric), "the metric name is empty");
@@ -481,12 +497,7 @@ fn compile_service(
             );
         }
         let analysis = analyze(&rule.pattern);
-        if let Some(note) = &analysis.note {
-            diags.warning(
-                rat(RuleField::Pattern),
-                format!("pattern '{}' {note}", rule.pattern),
-            );
-        }
+        lints.rule(j, &rule.method, &rule.pattern, &analysis, paths, diags);
         let mut conditions = Vec::with_capacity(rule.querystring_parameters.len());
         for (name, value) in &rule.querystring_parameters {
             if name.is_empty() {
@@ -511,6 +522,7 @@ fn compile_service(
             conditions,
         });
     }
+    lints.finish(&inputs, paths, diags);
     let limits = RuleLimits {
         max_nodes: *nodes_left,
         ..RuleLimits::DEFAULT
@@ -544,11 +556,6 @@ fn compile_service(
     }
     let credentials = CredentialSource::new(svc.backend_version, &svc.credentials);
     let auth = svc.control_service_auth.as_ref();
-    let control_authority = match (&svc.backend.host, &backend_endpoint) {
-        (Some(h), _) if !h.is_empty() => h.clone(),
-        (_, Some(url)) => url.host_header(),
-        _ => control_cluster.to_owned(),
-    };
     Some(Service {
         index: ServiceIndex::from_usize(i),
         id: svc.id.as_str().into(),
@@ -568,7 +575,8 @@ fn compile_service(
                 .clone()
                 .filter(|t| !t.expose().is_empty()),
         },
-        control_authority: control_authority.into(),
+        // Settled once the gateway's control service is known.
+        control_authority: Box::default(),
         domains: Box::default(),
         credentials,
         errors,
@@ -579,9 +587,4 @@ fn compile_service(
             auth.map(|a| (a.kind.param(), a.value.expose())),
         ),
     })
-}
-
-/// RFC 9110 `tchar`.
-fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }

@@ -172,14 +172,34 @@ impl Reply<'static> {
 }
 
 impl Reply<'_> {
-    /// Serializes the reply's headers as a host's header map into `out`: its content type,
-    /// and `Retry-After` when it has one.
+    /// The headers the client receives with this reply besides `:status` and
+    /// `content-length`: its content type when it has a body, and `Retry-After` when it has
+    /// one. Envoy drops the content type of a local reply without a body
+    /// (`Utility::prepareLocalReply`), so the filter does not send it and `explain` does not
+    /// show it; both read this one list. `digits` holds `Retry-After`'s value.
+    pub fn headers<'a>(
+        &'a self,
+        digits: &'a mut [u8; 20],
+    ) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone + 'a {
+        let content_type = (!self.response.body.is_empty())
+            .then_some((&b"content-type"[..], self.response.content_type.as_bytes()));
+        let retry = self
+            .retry_after
+            .map(|s| (&b"retry-after"[..], decimal(s, digits)));
+        content_type.into_iter().chain(retry)
+    }
+
+    /// Serializes [`Reply::headers`] as a host's header map into `out`.
     pub fn encode_headers(&self, out: &mut Vec<u8>) {
+        self.encode_headers_with(&[], out);
+    }
+
+    /// As [`Reply::encode_headers`], followed by `extra` (the debug headers a request asked
+    /// for, from [`crate::runtime::RequestFlow::on_response_headers`]).
+    pub fn encode_headers_with(&self, extra: &[(&'static str, String)], out: &mut Vec<u8>) {
         let mut digits = [0u8; 20];
-        let retry_after = self.retry_after.map(|s| decimal(s, &mut digits));
-        let content_type = (&b"content-type"[..], self.response.content_type.as_bytes());
-        let retry = retry_after.map(|d| (&b"retry-after"[..], d));
-        crate::pairs::encode(std::iter::once(content_type).chain(retry), out);
+        let extra = extra.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()));
+        crate::pairs::encode(self.headers(&mut digits).chain(extra), out);
     }
 }
 

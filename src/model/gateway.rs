@@ -67,6 +67,17 @@ impl Target {
         self.port
     }
 
+    /// `host[:port]` as a request to it names it: the port only when it is not the scheme's
+    /// default.
+    pub fn authority(&self) -> String {
+        let default = if self.https { 443 } else { 80 };
+        if self.port == default {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
     /// The host as an address, when it is a literal one (no name to resolve).
     pub fn ip(&self) -> Option<IpAddr> {
         self.bare_host().parse().ok()
@@ -106,6 +117,7 @@ pub struct UpstreamRoute {
     /// Position in [`Gateway::upstreams`].
     upstream: usize,
     host_header: String,
+    root_path: String,
     path_prefix: String,
 }
 
@@ -121,11 +133,33 @@ impl UpstreamRoute {
         &self.host_header
     }
 
-    /// The backend's path, without a trailing `/` (`""` for none), put in front of the
-    /// request's path: `/v2` makes `/x` into `/v2/x` and `/` into exactly `/v2`.
+    /// What a request for `/` is sent upstream as: exactly the backend's path, trailing `/`
+    /// included (`http://h/v2/` sends `/v2/`); `""` when the backend has no path and the
+    /// request's path goes unchanged.
+    pub fn root_path(&self) -> &str {
+        &self.root_path
+    }
+
+    /// What is put in front of the path of any other request: the backend's path with runs of
+    /// `/` merged and without a trailing `/`, so `/v2` and `/v2/` both make `/x` into `/v2/x`
+    /// (APIcast joins the two with a `/` and merges the slashes); `""` for none.
     pub fn path_prefix(&self) -> &str {
         &self.path_prefix
     }
+}
+
+/// The backend path a request path goes below: runs of `/` merged, no trailing `/`.
+fn merged_prefix(path: &str) -> String {
+    let mut merged = String::with_capacity(path.len());
+    for c in path.chars() {
+        if !(c == '/' && merged.ends_with('/')) {
+            merged.push(c);
+        }
+    }
+    while merged.ends_with('/') {
+        merged.pop();
+    }
+    merged
 }
 
 /// The requests one service receives: those for its domains.
@@ -189,7 +223,8 @@ impl<'c> Gateway<'c> {
                     Route::Upstream(UpstreamRoute {
                         upstream: position,
                         host_header: upstream.host_header().unwrap_or_default(),
-                        path_prefix: url.path.clone(),
+                        root_path: url.path.clone(),
+                        path_prefix: merged_prefix(&url.path),
                     })
                 }
             };

@@ -159,9 +159,30 @@ impl Service {
         &self.upstream
     }
 
-    /// `Host` of control-service calls: `backend.host`, else the endpoint's host.
+    /// `:authority` of control-service calls: the operator's `control_service.authority`,
+    /// else `backend.host`, else the host of `backend.endpoint` (or of the control service
+    /// the others name), else the cluster's name.
     pub fn control_authority(&self) -> &str {
         &self.control_authority
+    }
+
+    /// Sets [`Service::control_authority`] once the gateway's control service is known: the
+    /// operator's `authority` (the URL the cluster really targets) wins, as APIcast's
+    /// `BACKEND_ENDPOINT_OVERRIDE` wins over `backend.host`; a service that names no control
+    /// service of its own is sent to the one `agreed` on.
+    pub(super) fn settle_control_authority(
+        &mut self,
+        authority: Option<&str>,
+        agreed: Option<&HttpUrl>,
+        cluster: &str,
+    ) {
+        let host = self.backend_host.as_deref().filter(|h| !h.is_empty());
+        self.control_authority = match (authority, host, self.backend_endpoint.as_ref(), agreed) {
+            (Some(a), ..) => a.into(),
+            (None, Some(h), ..) => h.into(),
+            (None, None, Some(url), _) | (None, None, None, Some(url)) => url.host_header().into(),
+            (None, None, None, None) => cluster.into(),
+        };
     }
 
     /// The hosts this service serves (lower-case, without port or trailing dot), in

@@ -13,6 +13,7 @@
 //! stops and says so ([`Evaluated::Exhausted`]); the caller refuses the request rather than
 //! count less usage than APIcast would.
 
+pub mod lint;
 pub mod pattern;
 pub mod query;
 pub mod trie;

@@ -98,7 +98,7 @@ impl ByteClass {
     }
 
     /// The bytes in the class, if there are at most `limit`.
-    fn members(&self, limit: usize) -> Option<Vec<u8>> {
+    pub(super) fn members(&self, limit: usize) -> Option<Vec<u8>> {
         let mut out = Vec::new();
         for b in 0..=255u8 {
             if self.contains(b) {
@@ -139,7 +139,8 @@ pub enum PatternKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Analysis {
     pub kind: PatternKind,
-    /// Something the provider should know about this pattern (it never matches, or it is a regex).
+    /// Something the provider should know about the pattern's shape (it is empty, it needs a
+    /// regex engine, a `|` lets it match anywhere); what can never match is [`super::lint`]'s.
     pub note: Option<String>,
 }
 
@@ -167,13 +168,13 @@ fn is_regex_syntax(b: u8) -> bool {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Piece {
+pub(super) enum Piece {
     Byte(u8),
     Placeholder,
 }
 
 /// Steps 1–3 of `regexpify`: merge slashes, cut the query, find placeholders.
-fn pieces(pattern: &str) -> Vec<Piece> {
+pub(super) fn pieces(pattern: &str) -> Vec<Piece> {
     let mut bytes: Vec<u8> = Vec::with_capacity(pattern.len());
     for &b in pattern.as_bytes() {
         if b == b'?' {
@@ -257,19 +258,15 @@ pub fn analyze(pattern: &str) -> Analysis {
             note: Some(note),
         };
     };
-    let note = match syntax {
-        Some(_) if has_top_level_bar(&pieces) => Some(
+    let note = if syntax.is_some() && has_top_level_bar(&pieces) {
+        Some(
             "has a '|' outside any group: APIcast anchors only the first alternative at the \
              start of the path, so the others match anywhere in it; tollgate matches it the \
              same way"
                 .to_owned(),
-        ),
-        Some(b) => Some(format!(
-            "uses regular-expression syntax ('{}'), which APIcast evaluates as a regex; \
-             tollgate matches it the same way",
-            char::from(b)
-        )),
-        None => plain_note(variants.first().map(Vec::as_slice).unwrap_or_default()),
+        )
+    } else {
+        structural_note(variants.first().map(Vec::as_slice).unwrap_or_default())
     };
     Analysis {
         kind: PatternKind::Trie(variants),
@@ -277,35 +274,67 @@ pub fn analyze(pattern: &str) -> Analysis {
     }
 }
 
-/// Notes for a pattern without regex syntax.
-fn plain_note(tokens: &[Token]) -> Option<String> {
-    let unmatchable = tokens.iter().find_map(|t| match *t {
-        Token::Byte(b) if !crate::path::can_appear_in_matched_path(b) => Some(b),
-        _ => None,
-    });
-    match (tokens.first(), unmatchable) {
-        (None, _) => Some("is empty, so it matches every path".to_owned()),
-        (Some(Token::Byte(b'/')), None) => None,
-        (Some(Token::Byte(b'/')), Some(b)) => Some(format!(
-            "contains {}, which the gateway always percent-escapes in the path it matches \
-             (as %{b:02X}), so it never matches; write %{b:02X} instead",
-            if b.is_ascii_graphic() {
-                format!("'{}'", char::from(b))
-            } else {
-                format!("byte 0x{b:02X}")
-            }
-        )),
-        (Some(_), _) => {
-            Some("does not start with '/', so it never matches a request path".to_owned())
-        }
-    }
+/// A note for an empty pattern (what can never match is [`super::lint`]'s business).
+fn structural_note(tokens: &[Token]) -> Option<String> {
+    tokens
+        .is_empty()
+        .then(|| "is empty, so it matches every path".to_owned())
 }
 
 type Variants = Vec<Vec<Token>>;
 
-/// What a left-to-right scan of the pieces finds about groups: the deepest nesting, and whether
-/// a `|` stands outside any group. Escapes and bracket expressions are skipped as PCRE reads
-/// them (a `]` right after `[` or `[^` is a member, not the end).
+/// How PCRE reads a piece, given what comes before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Context {
+    /// Outside any bracket expression, not escaped: regex syntax keeps its meaning (a `\`
+    /// here escapes the next piece; a `[` opens a bracket expression).
+    Outside,
+    /// Right after an unescaped `\` outside a bracket expression.
+    Escaped,
+    /// Inside a bracket expression, its closing `]` included.
+    InClass,
+}
+
+/// The [`Context`] of each piece, from a left-to-right scan as PCRE reads the pattern (a `]`
+/// right after `[` or `[^` is a member, not the end).
+pub(super) fn contexts(pieces: &[Piece]) -> Vec<Context> {
+    let mut out = Vec::with_capacity(pieces.len());
+    let mut escaped = false;
+    // Inside a bracket expression: how many of its members were read (0 right after `[`).
+    let mut class: Option<usize> = None;
+    for piece in pieces {
+        if let Some(n) = class {
+            out.push(Context::InClass);
+            match *piece {
+                _ if escaped => escaped = false,
+                Piece::Byte(b'\\') => escaped = true,
+                Piece::Byte(b'^') if n == 0 => continue,
+                Piece::Byte(b']') if n > 0 => {
+                    class = None;
+                    continue;
+                }
+                _ => {}
+            }
+            class = Some(n + 1);
+            continue;
+        }
+        if escaped {
+            escaped = false;
+            out.push(Context::Escaped);
+            continue;
+        }
+        out.push(Context::Outside);
+        match *piece {
+            Piece::Byte(b'\\') => escaped = true,
+            Piece::Byte(b'[') => class = Some(0),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// What a scan of the pieces finds about groups: the deepest nesting, and whether a `|` stands
+/// outside any group.
 struct Structure {
     nesting: usize,
     top_level_bar: bool,
@@ -317,37 +346,18 @@ fn structure(pieces: &[Piece]) -> Structure {
         top_level_bar: false,
     };
     let mut depth = 0usize;
-    let mut escaped = false;
-    // Inside a bracket expression: how many of its members were read (0 right after `[`).
-    let mut class: Option<usize> = None;
-    for piece in pieces {
-        let Piece::Byte(b) = *piece else {
-            escaped = false;
-            if let Some(n) = &mut class {
-                *n += 1;
-            }
-            continue;
-        };
-        if escaped {
-            escaped = false;
-            if let Some(n) = &mut class {
-                *n += 1;
-            }
+    for (piece, context) in pieces.iter().zip(contexts(pieces)) {
+        if context != Context::Outside {
             continue;
         }
-        match (class, b) {
-            (_, b'\\') => escaped = true,
-            (Some(0), b'^') => {}
-            (Some(n), b']') if n > 0 => class = None,
-            (Some(n), _) => class = Some(n + 1),
-            (None, b'[') => class = Some(0),
-            (None, b'(') => {
+        match *piece {
+            Piece::Byte(b'(') => {
                 depth += 1;
                 out.nesting = out.nesting.max(depth);
             }
-            (None, b')') => depth = depth.saturating_sub(1),
-            (None, b'|') if depth == 0 => out.top_level_bar = true,
-            (None, _) => {}
+            Piece::Byte(b')') => depth = depth.saturating_sub(1),
+            Piece::Byte(b'|') if depth == 0 => out.top_level_bar = true,
+            _ => {}
         }
     }
     out
@@ -981,13 +991,26 @@ mod tests {
 
     #[test]
     fn notes_for_odd_patterns() {
-        assert!(analyze("/a b").note.unwrap().contains("as %20"));
-        assert!(analyze("/caf\u{e9}").note.unwrap().contains("byte 0xC3"));
-        assert!(analyze("/a{}").note.unwrap().contains("'{'"));
-        assert_eq!(analyze("/a%20b").note, None);
         assert!(analyze("").note.unwrap().contains("every path"));
-        assert!(analyze("foo").note.unwrap().contains("never matches"));
         assert_eq!(analyze("/foo").note, None);
-        assert!(analyze("/a+").note.unwrap().contains("the same way"));
+        // Regex syntax matched the same way by the trie is not worth a note.
+        assert_eq!(analyze("/a+").note, None);
+        assert_eq!(analyze("/v1/[0-9]+$").note, None);
+        // What a pattern can never match is the lints' (see `lint`).
+        assert_eq!(analyze("/a b").note, None);
+    }
+
+    #[test]
+    fn contexts_follow_escapes_and_bracket_expressions() {
+        use Context::{Escaped, InClass, Outside};
+        let of = |s: &str| contexts(&pieces(s));
+        assert_eq!(
+            of(r"/\.[a]]"),
+            [Outside, Outside, Escaped, Outside, InClass, InClass, Outside]
+        );
+        // A ']' first in a class (after an optional '^') is a member.
+        assert_eq!(of("[]a]b"), [Outside, InClass, InClass, InClass, Outside]);
+        assert_eq!(of("[^]]|"), [Outside, InClass, InClass, InClass, Outside]);
+        assert_eq!(of(r"[\]]|"), [Outside, InClass, InClass, InClass, Outside]);
     }
 }

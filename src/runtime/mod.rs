@@ -131,7 +131,8 @@ pub enum Action<'a> {
     /// Send this call, hold the request, and report the answer with
     /// [`RequestFlow::on_call_answer`] (or [`RequestFlow::on_call_failed`] if it cannot be sent).
     Call(ControlCall<'a>),
-    /// Answer the client; the request goes no further.
+    /// Answer the client; the request goes no further. The headers of
+    /// [`RequestFlow::on_response_headers`] (the debug headers, after a call) go with it.
     Reply(Reply<'a>),
     /// Apply the edits and let the request go upstream (resume it if it was held).
     Forward(UpstreamEdits<'a>),
@@ -302,7 +303,8 @@ impl RequestFlow {
         self.settle(runtime, pending, ControlAnswer::Unavailable, None, effects)
     }
 
-    /// The response headers are on their way to the client: these are added to them.
+    /// The response headers are on their way to the client (the upstream's, or a reply of
+    /// ours): these are added to them, once.
     pub fn on_response_headers(&mut self) -> Vec<(&'static str, String)> {
         mem::take(&mut self.response_headers)
     }
@@ -433,9 +435,8 @@ impl RequestFlow {
                 ),
             }
         }
-        if let Some(reply) = reply {
-            return Action::Reply(reply);
-        }
+        // APIcast sets them once credentials and usage are known, before asking: whatever
+        // the control service answers (a 403, a 429, none at all), the client gets them.
         if let Some(debug) = pending.debug {
             self.response_headers = service.debug_headers(
                 &debug.credentials,
@@ -443,6 +444,9 @@ impl RequestFlow {
                 &debug.usage,
                 &runtime.node_name,
             );
+        }
+        if let Some(reply) = reply {
+            return Action::Reply(reply);
         }
         Action::Forward(UpstreamEdits {
             secret_token: service.secret_token(),

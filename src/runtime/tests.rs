@@ -129,6 +129,102 @@ fn an_authorized_request_goes_upstream_with_the_secret_token() {
     assert!(host.log.lines().is_empty());
 }
 
+/// A service of its own host with `backend` as its `proxy.backend` (`null`: none).
+fn service_with_backend(id: u32, backend: Value) -> Value {
+    let mut proxy = json!({
+        "api_backend": "http://127.0.0.1:8081",
+        "hosts": [format!("s{id}.example.com")],
+        "proxy_rules": [{"http_method": "GET", "pattern": "/", "metric_system_name": "hits", "delta": 1}]
+    });
+    if !backend.is_null() {
+        proxy["backend"] = backend;
+    }
+    json!({
+        "id": id,
+        "backend_version": 1,
+        "backend_authentication_type": "service_token",
+        "backend_authentication_value": "svc-token",
+        "proxy": proxy
+    })
+}
+
+/// The `:authority` of each service's call, with the operator's `control_service.authority`.
+fn call_authorities(services: Vec<Value>, authority: Option<&str>) -> Vec<String> {
+    let loaded = load(json!({ "services": services }).to_string().as_bytes());
+    let mut config = loaded.config.unwrap();
+    config.control_service.authority = authority.map(str::to_owned);
+    let mut diags = crate::Diagnostics::new();
+    let compiled = crate::compile(&config, &crate::config::FilterConfigPaths, &mut diags).unwrap();
+    let gw = Runtime::new(compiled, None);
+    let (host, mut ws) = (FakeHost::default(), Workspace::new());
+    (0..services.len())
+        .map(|i| {
+            let request = headers(&[
+                (":method", "GET"),
+                (":path", "/?user_key=k"),
+                (":authority", &format!("s{}.example.com", i + 1)),
+            ]);
+            let mut flow = RequestFlow::new();
+            match flow.on_request_headers(&gw, &mut ws, request, true, host.effects()) {
+                Action::Call(call) => call.authority.to_owned(),
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect()
+}
+
+/// APIcast's backend client sends `backend.host`, else the host of the URL it calls; the
+/// URL an operator points the cluster at (its BACKEND_ENDPOINT_OVERRIDE) wins over both.
+#[test]
+fn calls_carry_the_authority_of_the_control_service_they_reach() {
+    let services = vec![
+        service_with_backend(1, json!({"endpoint": "http://control.internal:3000"})),
+        // Names none: its calls go to the cluster the others name.
+        service_with_backend(2, Value::Null),
+        service_with_backend(
+            3,
+            json!({"endpoint": "http://control.internal:3000", "host": "su1.3scale.net"}),
+        ),
+    ];
+    assert_eq!(
+        call_authorities(services.clone(), None),
+        [
+            "control.internal:3000",
+            "control.internal:3000",
+            "su1.3scale.net"
+        ]
+    );
+    assert_eq!(
+        call_authorities(services, Some("127.0.0.1:3001")),
+        ["127.0.0.1:3001", "127.0.0.1:3001", "127.0.0.1:3001"]
+    );
+    // No control service anywhere: the cluster's name, as before.
+    assert_eq!(
+        call_authorities(vec![service_with_backend(1, Value::Null)], None),
+        ["tollgate_control_service"]
+    );
+}
+
+#[test]
+fn an_authority_no_header_can_carry_is_an_error_at_its_path() {
+    for bad in ["", "has space", "a\r\nb"] {
+        let loaded = load(
+            json!({"services": [service_with_backend(1, Value::Null)]})
+                .to_string()
+                .as_bytes(),
+        );
+        let mut doc = serde_json::to_value(loaded.config.unwrap()).unwrap();
+        doc["control_service"]["authority"] = json!(bad);
+        let loaded = load(doc.to_string().as_bytes());
+        let errors: Vec<_> = loaded
+            .diagnostics
+            .errors()
+            .map(|d| d.path.clone())
+            .collect();
+        assert_eq!(errors, ["control_service.authority"], "{bad:?}");
+    }
+}
+
 #[test]
 fn local_denials_answer_with_the_service_errors_and_are_counted() {
     let (gw, host, mut ws) = setup(
@@ -426,6 +522,86 @@ fn the_debug_headers_need_the_service_token() {
     assert_eq!(UpstreamEdits::REMOVED, ["x-3scale-debug"]);
 }
 
+/// APIcast (proxy.lua) sets the debug headers once credentials and usage are known, just
+/// before the authrep: every answer after that carries them, refusals and failures included;
+/// a request refused before (no credentials, no rule) gets none.
+#[test]
+fn the_debug_headers_go_with_every_answer_after_the_call() {
+    let (gw, host, mut ws) = setup(json!({}), Some(b"edge-1"));
+    let debug_request = |path: &str| {
+        headers(&[
+            (":method", "GET"),
+            (":path", path),
+            (":authority", "api.example.com"),
+            ("x-3scale-debug", "svc-token"),
+        ])
+    };
+    let limits = headers(&[
+        (":status", "409"),
+        ("3scale-rejection-reason", "limits_exceeded"),
+        ("3scale-limit-reset", "30"),
+    ]);
+    let denied = headers(&[(":status", "403")]);
+    let down = headers(&[(":status", "503")]);
+    for (answer, status) in [
+        (Some(&limits), 429),
+        (Some(&denied), 403),
+        (Some(&down), 403),
+        (None, 403),
+    ] {
+        let mut flow = RequestFlow::new();
+        let call = flow.on_request_headers(
+            &gw,
+            &mut ws,
+            debug_request("/v1?user_key=k1"),
+            true,
+            host.effects(),
+        );
+        assert!(matches!(call, Action::Call(_)), "{call:?}");
+        let Action::Reply(reply) = flow.on_call_answer(&gw, answer, host.effects()) else {
+            panic!("{status}: no reply");
+        };
+        assert_eq!(reply.response.status, status);
+        let debug = flow.on_response_headers();
+        assert_eq!(
+            debug,
+            [
+                ("x-3scale-matched-rules", "/v1".to_owned()),
+                ("x-3scale-credentials", "user_key=k1".to_owned()),
+                ("x-3scale-usage", "usage%5Bhits%5D=1".to_owned()),
+                ("x-3scale-hostname", "edge-1".to_owned()),
+                ("x-3scale-service-id", "7".to_owned()),
+                ("x-3scale-service-name", String::new()),
+            ],
+            "{status}"
+        );
+        // Given once: the reply's response callbacks add nothing more.
+        assert!(flow.on_response_headers().is_empty());
+    }
+    // The host could not even send the call: the 403 carries them too.
+    let mut flow = RequestFlow::new();
+    flow.on_request_headers(
+        &gw,
+        &mut ws,
+        debug_request("/v1?user_key=k1"),
+        true,
+        host.effects(),
+    );
+    assert!(matches!(
+        flow.on_call_failed(&gw, host.effects()),
+        Action::Reply(_)
+    ));
+    assert_eq!(flow.on_response_headers().len(), 6);
+    // Refused before credentials and usage were known: none.
+    for path in ["/v1", "/nothing?user_key=k1"] {
+        let mut flow = RequestFlow::new();
+        let action =
+            flow.on_request_headers(&gw, &mut ws, debug_request(path), true, host.effects());
+        assert!(matches!(action, Action::Reply(_)), "{path}: {action:?}");
+        assert!(flow.on_response_headers().is_empty(), "{path}");
+    }
+}
+
 #[test]
 fn the_node_name_defaults_to_tollgate() {
     assert_eq!(runtime(json!({}), None).node_name(), "tollgate");
@@ -454,8 +630,31 @@ fn reply_headers_are_encoded_for_the_host() {
             (b"retry-after", b"120")
         ]
     );
+    // Without a body, no content type: Envoy would drop it, so the client never sees one.
     Reply::INTERNAL_ERROR.encode_headers(&mut out);
-    assert_eq!(HeaderMap::parse(out).unwrap().len(), 1);
+    assert_eq!(HeaderMap::parse(out.clone()).unwrap().len(), 0);
+    let empty_limit = Reply {
+        response: Response {
+            body: "",
+            ..reply.response
+        },
+        retry_after: Some(7),
+    };
+    empty_limit.encode_headers(&mut out);
+    let map = HeaderMap::parse(out.clone()).unwrap();
+    assert_eq!(
+        map.iter().collect::<Vec<_>>(),
+        vec![(&b"retry-after"[..], &b"7"[..])]
+    );
+    // The debug headers a request asked for follow the reply's own.
+    let extra = [("x-3scale-usage", "usage%5Bhits%5D=1".to_owned())];
+    reply.encode_headers_with(&extra, &mut out);
+    let map = HeaderMap::parse(out).unwrap();
+    let names: Vec<_> = map.iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [&b"content-type"[..], b"retry-after", b"x-3scale-usage"]
+    );
     let mut digits = [0u8; 20];
     assert_eq!(decimal(0, &mut digits), b"0");
     assert_eq!(decimal(u64::MAX, &mut digits), b"18446744073709551615");

@@ -185,7 +185,7 @@ fn every_problem_is_reported_with_its_path() {
     also_bad["proxy"]["hosts"] = json!(["b.example", true]);
     also_bad["proxy"]["proxy_rules"] = json!([
         {"http_method": "GET", "pattern": ["/a"], "metric_system_name": "hits"},
-        {"http_method": "GET", "pattern": "/a+b", "metric_system_name": "hits", "delta": 1},
+        {"http_method": "GET", "pattern": "/a$b", "metric_system_name": "hits", "delta": 1},
     ]);
     let d = diags(&json!({"services": [service(), bad, also_bad]}));
     let e = Severity::Error;
@@ -226,7 +226,7 @@ fn every_problem_is_reported_with_its_path() {
         &d,
         Severity::Warning,
         "services[2].proxy.proxy_rules[1].pattern",
-        "'+'",
+        "'$'",
     );
     assert_eq!(d.iter().filter(|x| x.0 == e).count(), 10, "{d:#?}");
 
@@ -249,7 +249,7 @@ fn pattern_problems_are_warnings_at_the_rule() {
     let mut s = service();
     s["proxy"]["proxy_rules"] = json!([
         {"http_method": "GET", "pattern": "/ok", "metric_system_name": "hits", "delta": 1},
-        {"http_method": "GET", "pattern": "/a+b", "metric_system_name": "hits", "delta": 1},
+        {"http_method": "GET", "pattern": "/a$b", "metric_system_name": "hits", "delta": 1},
         {"http_method": "GET", "pattern": "/abc\\{d\\}", "metric_system_name": "hits", "delta": 1},
         {"http_method": "get", "pattern": "/x", "metric_system_name": "hits", "delta": 0},
     ]);
@@ -265,7 +265,7 @@ fn pattern_problems_are_warnings_at_the_rule() {
         &d,
         w,
         "services[0].proxy.proxy_rules[1].pattern",
-        "regular-expression syntax ('+')",
+        "'$' anchors the end of the path",
     );
     expect(
         &d,

@@ -787,7 +787,8 @@ fn property(st: &mut VmState, path: &[u8]) -> Option<Vec<u8>> {
         ["plugin_name"] => Some(st.config.plugin_name.clone().into_bytes()),
         ["plugin_root_id"] => Some(st.config.root_id.clone().into_bytes()),
         ["plugin_vm_id"] => Some(st.config.vm_id.clone().into_bytes()),
-        ["node", "id"] => st.config.node_id.clone().map(String::into_bytes),
+        // Envoy 1.40 serves the node under `xds` (`node.id` is not found there).
+        ["xds", "node", "id"] => st.config.node_id.clone().map(String::into_bytes),
         ["request", field, ..] => {
             request_property(stream?, field, segments.get(2..).unwrap_or_default(), now)
         }

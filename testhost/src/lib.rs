@@ -484,7 +484,7 @@ impl Builder {
         self
     }
 
-    /// Envoy's node id (`node.id` property); absent by default.
+    /// Envoy's node id (the `xds.node.id` property); absent by default.
     pub fn node_id(mut self, id: &str) -> Self {
         self.config.node_id = Some(id.to_owned());
         self

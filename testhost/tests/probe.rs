@@ -480,15 +480,17 @@ fn streams_pause_reset_and_misc_hostcalls() {
     let s = get(
         &host,
         0,
-        "/props?p=request.path,source.port,plugin_vm_id,node.id,no.such",
+        "/props?p=request.path,source.port,plugin_vm_id,xds.node.id,node.id,no.such",
     );
     assert_eq!(
         h(&s, "x-prop-request.path"),
-        hex(b"/props?p=request.path,source.port,plugin_vm_id,node.id,no.such")
+        hex(b"/props?p=request.path,source.port,plugin_vm_id,xds.node.id,node.id,no.such")
     );
     assert_eq!(h(&s, "x-prop-source.port"), hex(&50000u64.to_le_bytes()));
     assert_eq!(h(&s, "x-prop-plugin_vm_id"), hex(b"tollgate"));
-    assert_eq!(h(&s, "x-prop-node.id"), hex(b"n1"));
+    assert_eq!(h(&s, "x-prop-xds.node.id"), hex(b"n1"));
+    // As in Envoy 1.40: the node is found under `xds` only.
+    assert_eq!(h(&s, "x-prop-node.id"), "none");
     assert_eq!(h(&s, "x-prop-no.such"), "none");
     no_traps(&host);
 }

@@ -6,6 +6,8 @@
     clippy::panic
 )]
 
+use std::net::ToSocketAddrs;
+
 use serde_json::{json, Value};
 
 use super::*;
@@ -54,6 +56,12 @@ fn vhosts(t: &Value) -> &Vec<Value> {
     hcm(t)["route_config"]["virtual_hosts"].as_array().unwrap()
 }
 
+/// The FilterConfig the filter receives.
+fn embedded(t: &Value) -> Value {
+    let value = &hcm(t)["http_filters"][0]["typed_config"]["config"]["configuration"]["value"];
+    serde_json::from_str(value.as_str().unwrap()).unwrap()
+}
+
 fn clusters(t: &Value) -> &Vec<Value> {
     t["static_resources"]["clusters"].as_array().unwrap()
 }
@@ -76,7 +84,7 @@ fn routes_of(api_backend: &str) -> Vec<Value> {
 
 #[test]
 fn backend_without_path_needs_no_rewrite() {
-    for backend in ["http://h", "http://h/", "http://h:8080//"] {
+    for backend in ["http://h", "http://h/", "http://h:8080/?x=1"] {
         let routes = routes_of(backend);
         assert_eq!(routes.len(), 1, "{backend}");
         assert_eq!(routes[0]["match"], json!({"prefix": "/"}));
@@ -89,10 +97,15 @@ fn backend_without_path_needs_no_rewrite() {
 
 #[test]
 fn backend_path_is_put_in_front_of_the_request_path() {
+    // APIcast (upstream.lua's prefix_path): `/` becomes the backend's path as written, any
+    // other path is joined to it with `/` and the slashes merged.
     for (backend, exact, prefix) in [
         ("http://h/v2", "/v2", "/v2/"),
-        ("http://h/v2/", "/v2", "/v2/"),
+        ("http://h/v2/", "/v2/", "/v2/"),
+        ("http://h/api-backend/", "/api-backend/", "/api-backend/"),
         ("http://h/a/b?x=1", "/a/b", "/a/b/"),
+        ("http://h/a//b//", "/a//b//", "/a/b/"),
+        ("http://h:8080//", "//", "/"),
     ] {
         let routes = routes_of(backend);
         assert_eq!(routes.len(), 2, "{backend}");
@@ -269,7 +282,7 @@ fn https_upstreams_use_tls_with_sni_and_default_port_443() {
     );
     // Verification off is explicit.
     let mut unverified = options();
-    unverified.upstream_ca = None;
+    unverified.upstream_ca = UpstreamCa::Unverified;
     let t = tree(
         &config(vec![service(
             1,
@@ -306,6 +319,30 @@ fn control_service_cluster_from_backend_url_or_endpoint() {
         control["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
             ["socket_address"],
         json!({"address": "127.0.0.1", "port_value": 3001})
+    );
+    // The filter's calls name the host they really reach.
+    assert_eq!(
+        embedded(&t)["control_service"]["authority"],
+        "127.0.0.1:3001"
+    );
+    for (url, authority) in [
+        ("https://backend.example:443", "backend.example"),
+        ("http://localhost:80", "localhost"),
+        ("https://[::1]:8443", "[::1]:8443"),
+    ] {
+        o.backend_url = Some(url.into());
+        assert_eq!(
+            embedded(&tree(&c, &o))["control_service"]["authority"],
+            authority,
+            "{url}"
+        );
+    }
+    // Without --backend-url the cluster is the services' endpoint: each service's own
+    // backend.host or endpoint host names its calls, as in `generate filter`'s output.
+    let t = tree(&c, &options());
+    assert!(
+        embedded(&t)["control_service"].get("authority").is_none(),
+        "{t:#}"
     );
     // The cluster's name is the configuration's.
     let mut renamed = c.clone();
@@ -436,6 +473,23 @@ fn a_missing_control_service_is_a_warning_and_needs_backend_url() {
 #[test]
 fn backend_url_must_be_scheme_host_and_port() {
     let c = config(vec![service(1, json!({}))]);
+    let mut o = options();
+    o.backend_url = Some("localhost:3001".into());
+    assert_eq!(
+        bootstrap(&c, &o).unwrap_err().to_string(),
+        "--backend-url localhost:3001: give the scheme too (http://localhost:3001 or \
+         https://localhost:3001)"
+    );
+    // A name is Envoy's to resolve.
+    o.backend_url = Some("http://localhost:3001".into());
+    let t = tree(&c, &o);
+    let control = cluster(&t, "tollgate_control_service");
+    assert_eq!(control["type"], "LOGICAL_DNS");
+    assert_eq!(
+        control["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+            ["socket_address"],
+        json!({"address": "localhost", "port_value": 3001})
+    );
     for bad in ["127.0.0.1:3001", "ftp://x", "http://h/path", "http://h?q=1"] {
         let mut o = options();
         o.backend_url = Some(bad.into());
@@ -469,6 +523,100 @@ fn admin_must_be_loopback() {
             addr.ip().to_string()
         );
     }
+}
+
+#[test]
+fn the_node_id_names_the_gateway() {
+    let c = config(vec![service(1, json!({}))]);
+    let t = tree(&c, &options());
+    assert!(t.get("node").is_none(), "{t:#}");
+    let mut o = options();
+    o.node_id = Some("edge-7.example".into());
+    let yaml = render(&c, &o).unwrap();
+    // First in the file, as Envoy's own examples have it.
+    assert!(
+        yaml.contains("\nnode:\n  id: edge-7.example\nstatic_resources:\n"),
+        "{yaml}"
+    );
+    for bad in ["", "two\nlines", "tab\there"] {
+        o.node_id = Some(bad.into());
+        let err = bootstrap(&c, &o).unwrap_err();
+        assert!(matches!(&err, EnvoyError::NodeId(id) if id == bad), "{err}");
+    }
+}
+
+#[test]
+fn the_machine_hostname_is_the_kernels() {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(machine_hostname().as_deref(), Some(kernel.trim()));
+}
+
+#[test]
+fn addresses_may_name_localhost_or_a_host() {
+    for (raw, addr) in [
+        ("127.0.0.1:8080", "127.0.0.1:8080"),
+        ("[::1]:9901", "[::1]:9901"),
+        ("0.0.0.0:80", "0.0.0.0:80"),
+        ("localhost:8080", "127.0.0.1:8080"),
+        ("LocalHost:9901", "127.0.0.1:9901"),
+    ] {
+        assert_eq!(parse_address(raw), Ok(addr.parse().unwrap()), "{raw}");
+    }
+    // A name is resolved here, IPv4 first: the machine's own name resolves on any host.
+    let me = machine_hostname().unwrap();
+    let resolved = parse_address(&format!("{me}:8080")).unwrap();
+    assert_eq!(resolved.port(), 8080);
+    let all: Vec<SocketAddr> = (me.as_str(), 8080).to_socket_addrs().unwrap().collect();
+    assert!(all.contains(&resolved), "{resolved} not in {all:?}");
+    assert!(resolved.is_ipv4() || all.iter().all(SocketAddr::is_ipv6));
+    for (bad, says) in [
+        ("8080", "is not HOST:PORT"),
+        (":8080", "is not HOST:PORT"),
+        ("localhost:http", "is not a port"),
+        ("localhost:70000", "is not a port"),
+        ("[::1:80", "is not HOST:PORT"),
+        (
+            "no-such-host.invalid:80",
+            "cannot resolve 'no-such-host.invalid'",
+        ),
+    ] {
+        let err = parse_address(bad).unwrap_err();
+        assert!(err.contains(says), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn the_ca_bundle_is_the_first_system_bundle_found() {
+    let dir = std::env::temp_dir().join(format!("tollgate-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rhel = dir.join("tls-ca-bundle.pem");
+    std::fs::write(&rhel, "").unwrap();
+    let missing = dir.join("ca-certificates.crt");
+    let (missing, rhel) = (missing.to_str().unwrap(), rhel.to_str().unwrap());
+    assert_eq!(find_ca_bundle(&[missing, rhel]).unwrap(), Path::new(rhel));
+    let err = find_ca_bundle(&[missing, missing]).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("none of {missing}, {missing} exists here")),
+        "{err}"
+    );
+    assert!(err.contains("--upstream-ca"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+    // Debian's and the RHEL family's are among those looked for.
+    for path in [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    ] {
+        assert!(SYSTEM_CA_BUNDLES.contains(&path), "{path}");
+    }
+    // Nothing to verify, nothing looked for: plain http needs no bundle.
+    let c = config(vec![service(
+        1,
+        json!({"api_backend": "http://api.example"}),
+    )]);
+    assert!(!serde_json::to_string(&tree(&c, &options()))
+        .unwrap()
+        .contains("trusted_ca"));
 }
 
 #[test]
