@@ -199,6 +199,10 @@ const PATH_PREFIXES: &[&str] = &[
     "request_body_max_bytes",
     "request_line_max_bytes",
     "control_service",
+    // Admin API answers that are not proxy configurations are named at their own key.
+    "service",
+    "proxy",
+    "mapping_rules",
 ];
 
 #[derive(Default)]
