@@ -240,7 +240,7 @@ pub fn bootstrap(config: &FilterConfig, options: &EnvoyOptions) -> Result<Bootst
     let control = match options.backend_url.as_deref() {
         Some(raw) => {
             let target = backend_url(raw)?;
-            embedded.control_service.authority = Some(target.authority());
+            embedded.control_service.authority = Some(target.host().to_owned());
             target
         }
         None => gateway

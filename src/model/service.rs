@@ -180,7 +180,8 @@ impl Service {
         self.control_authority = match (authority, host, self.backend_endpoint.as_ref(), agreed) {
             (Some(a), ..) => a.into(),
             (None, Some(h), ..) => h.into(),
-            (None, None, Some(url), _) | (None, None, None, Some(url)) => url.host_header().into(),
+            // APIcast names the endpoint's bare host, without its port (backend_client.lua).
+            (None, None, Some(url), _) | (None, None, None, Some(url)) => url.host.as_str().into(),
             (None, None, None, None) => cluster.into(),
         };
     }

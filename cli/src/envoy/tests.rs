@@ -320,15 +320,12 @@ fn control_service_cluster_from_backend_url_or_endpoint() {
             ["socket_address"],
         json!({"address": "127.0.0.1", "port_value": 3001})
     );
-    // The filter's calls name the host they really reach.
-    assert_eq!(
-        embedded(&t)["control_service"]["authority"],
-        "127.0.0.1:3001"
-    );
+    // The filter's calls name the host they really reach, without its port (as APIcast).
+    assert_eq!(embedded(&t)["control_service"]["authority"], "127.0.0.1");
     for (url, authority) in [
         ("https://backend.example:443", "backend.example"),
         ("http://localhost:80", "localhost"),
-        ("https://[::1]:8443", "[::1]:8443"),
+        ("https://[::1]:8443", "[::1]"),
     ] {
         o.backend_url = Some(url.into());
         assert_eq!(
