@@ -199,3 +199,62 @@ fn debug_headers_are_on_a_429_from_the_control_service() {
     assert_eq!(plain.header("x-3scale-usage"), None, "{plain:?}");
     st.no_secrets_logged();
 }
+
+/// A service whose chain has no `apicast` policy is not authorized with 3scale: APIcast
+/// sends no credentials check and no call, and no secret token (its rewrite phase sets it).
+/// The authorizing service beside it is unaffected.
+#[test]
+fn a_chain_without_the_apicast_policy_forwards_without_3scale() {
+    const OPEN_HOST: &str = "open.served.example";
+    const OPEN_SECRET: &str = "open-secret-never-sent-3d8a";
+    let control = tollgate_control::spawn(CONTROL_DATA, None).unwrap();
+    let gw = Gateway::serve(
+        |upstream| {
+            let mut doc = services(upstream)?;
+            let open = json!({
+                "id": 43,
+                "system_name": "open",
+                "backend_version": 1,
+                "backend_authentication_type": "service_token",
+                "backend_authentication_value": TOKEN,
+                "proxy": {
+                    "api_backend": format!("http://{upstream}/open"),
+                    "hosts": [OPEN_HOST],
+                    "secret_token": OPEN_SECRET,
+                    "policy_chain": [{"name": "apicast.policy.logging", "configuration": {}}],
+                    "proxy_rules": [
+                        {"http_method": "GET", "pattern": "/", "metric_system_name": "hits", "delta": 1}
+                    ]
+                }
+            });
+            doc["services"].as_array_mut().unwrap().push(open);
+            Ok(doc)
+        },
+        control.addr(),
+        |_| {},
+        |_| {},
+    )
+    .unwrap();
+    // No credentials, a method no rule names: forwarded all the same.
+    for (method, target) in [("GET", "/anything"), ("DELETE", "/x?user_key=whatever")] {
+        let a = gw.send(&Request::new(method, OPEN_HOST, target)).unwrap();
+        assert_eq!(a.status, 200, "{method} {target}: {a:?}");
+        let seen = a.echoed().unwrap();
+        assert_eq!(seen["path"], format!("/open{target}"));
+        let headers = seen["headers"].to_string().to_ascii_lowercase();
+        assert!(!headers.contains("x-3scale-proxy-secret-token"), "{seen}");
+        assert!(
+            !headers.contains(&OPEN_SECRET.to_ascii_lowercase()),
+            "{seen}"
+        );
+    }
+    assert_eq!(gw.counter("wasmcustom.tollgate.forwarded").unwrap(), 2);
+    // The authorizing service still needs its credentials.
+    let a = gw.send(&Request::new("GET", HOST, "/")).unwrap();
+    assert_eq!(a.status, 401, "{a:?}");
+    assert_eq!(
+        received(control.addr()).unwrap(),
+        vec![],
+        "no call for either"
+    );
+}
