@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{stderr, stdout, tollgate, workspace};
+use common::{stderr, stdout, tollgate, tollgate_with_stdin, workspace};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
@@ -425,27 +425,6 @@ fn generate_filter_check_names_the_first_difference() {
         stale,
         "--check writes nothing"
     );
-}
-
-/// Runs tollgate with `input` on its standard input (written from another thread: the CLI may
-/// stop reading before the end).
-fn tollgate_with_stdin(args: &[&str], input: Vec<u8>) -> std::process::Output {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    out
 }
 
 #[test]

@@ -11,29 +11,15 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use common::{stderr, stdout, tollgate, workspace};
+use common::{stderr, stdout, tollgate, tollgate_with_stdin, workspace};
 use serde_json::{json, Value};
 use tollgate_testsupport::threescale::{rule, Service};
 
 /// Runs the built `tollgate` with the configuration `doc` on standard input (`-c -`).
 fn run(doc: &Value, args: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run tollgate");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(doc.to_string().as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    tollgate_with_stdin(args, doc.to_string().into_bytes())
 }
 
 fn check(doc: &Value, extra: &[&str]) -> (Option<i32>, String) {

@@ -9,9 +9,9 @@
     clippy::panic
 )]
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+mod common;
 
+use common::tollgate_with_stdin;
 use serde_json::{json, Value};
 use tollgate_testsupport::threescale::{self, Service};
 
@@ -30,20 +30,7 @@ fn rule(method: &str, pattern: &str) -> Value {
 
 /// `tollgate check -c -` on `doc`: the exit status and standard output.
 fn check(doc: &Value) -> (Option<i32>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["check", "-c", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run tollgate");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(doc.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = tollgate_with_stdin(&["check", "-c", "-"], doc.to_string().into_bytes());
     (out.status.code(), String::from_utf8(out.stdout).unwrap())
 }
 
