@@ -1175,9 +1175,10 @@ fn load_never_panics_on_near_valid_threescale_configs() {
         Ok(())
     });
     let (clean, noisy) = (&stats[0], &stats[1]);
-    // Clean documents with at least one service should mostly compile; noisy ones mostly not.
+    // Clean documents should often compile (about half do since the import refuses what
+    // tollgate cannot run, so the bound leaves room for chance); noisy ones mostly not.
     assert!(
-        clean.compiled.get() * 2 >= clean.cases.get(),
+        clean.compiled.get() * 3 >= clean.cases.get(),
         "only {}/{} clean documents compiled: the generator no longer reaches compile()",
         clean.compiled.get(),
         clean.cases.get()
