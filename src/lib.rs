@@ -16,6 +16,7 @@ pub mod diagnostics;
 pub mod fault;
 pub mod forward;
 pub mod index;
+pub mod limits;
 pub mod load;
 pub mod model;
 pub mod pairs;
