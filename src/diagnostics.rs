@@ -165,3 +165,30 @@ pub fn describe_json_error(e: &serde_json::Error) -> String {
         without_position(&e.to_string())
     )
 }
+/// Damerau-Levenshtein distance (optimal string alignment): inserting, deleting or replacing a
+/// character, or swapping two adjacent ones, each cost 1. Case counts. For "did you mean"
+/// suggestions (field names, HTTP methods).
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    // Rows of the table: `two` for a[..i-1], `one` for a[..i], `row` for a[..=i].
+    let mut two: Vec<usize> = Vec::new();
+    let mut one: Vec<usize> = (0..=b.len()).collect();
+    for (i, &ca) in a.iter().enumerate() {
+        let mut row = Vec::with_capacity(b.len() + 1);
+        row.push(i + 1);
+        for (j, &cb) in b.iter().enumerate() {
+            let at = |r: &[usize], k: usize| r.get(k).copied().unwrap_or(usize::MAX - 1);
+            let mut best = (at(&one, j + 1) + 1)
+                .min(at(&row, j) + 1)
+                .min(at(&one, j) + usize::from(ca != cb));
+            let swapped = i > 0 && j > 0 && a.get(i - 1) == Some(&cb) && b.get(j - 1) == Some(&ca);
+            if swapped {
+                best = best.min(at(&two, j - 1) + 1);
+            }
+            row.push(best);
+        }
+        two = std::mem::replace(&mut one, row);
+    }
+    one.last().copied().unwrap_or(0)
+}

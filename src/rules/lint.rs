@@ -213,36 +213,10 @@ fn closest_method(method: &str) -> Option<&'static str> {
     NGINX_METHODS
         .iter()
         .chain(std::iter::once(&ANY_METHOD))
-        .map(|m| (edit_distance(method.as_bytes(), m.as_bytes()), *m))
+        .map(|m| (crate::diagnostics::edit_distance(method, m), *m))
         .filter(|&(d, _)| d <= 2)
         .min_by_key(|&(d, _)| d)
         .map(|(_, m)| m)
-}
-
-/// Levenshtein distance (both are at most a method's length here).
-fn edit_distance(a: &[u8], b: &[u8]) -> usize {
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, &ca) in a.iter().enumerate() {
-        let mut diagonal = i;
-        let mut left = i + 1;
-        for (k, &cb) in b.iter().enumerate() {
-            let up = row.get(k + 1).copied().unwrap_or(usize::MAX);
-            let here = if ca == cb {
-                diagonal
-            } else {
-                1 + diagonal.min(up).min(left)
-            };
-            diagonal = up;
-            if let Some(cell) = row.get_mut(k + 1) {
-                *cell = here;
-            }
-            left = here;
-        }
-        if let Some(first) = row.first_mut() {
-            *first = i + 1;
-        }
-    }
-    row.last().copied().unwrap_or(0)
 }
 
 /// Why no request can match `pattern`, if none can: the problem and its fix.
