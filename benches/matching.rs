@@ -419,6 +419,8 @@ fn service_config(rules: &[RuleSpec]) -> FilterConfig {
         },
         errors: ErrorsConfig::default(),
         mapping_rules: rules.iter().map(|r| r.config.clone()).collect(),
+        limiters: Vec::new(),
+        rate_limit_headers: false,
     }])
 }
 

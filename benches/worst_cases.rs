@@ -134,6 +134,8 @@ fn service_config(rules: Vec<MappingRuleConfig>, line_max: u32) -> FilterConfig 
         },
         errors: ErrorsConfig::default(),
         mapping_rules: rules,
+        limiters: Vec::new(),
+        rate_limit_headers: false,
     }]);
     config.request_line_max_bytes = line_max;
     config

@@ -66,6 +66,8 @@ pub enum ServiceField {
     Credential(CredentialName),
     Error(ErrorKind, ErrorField),
     Rules,
+    /// A field of `limiters[k]` (`None`: the limiter as a whole).
+    Limiter(usize, Option<&'static str>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +141,8 @@ impl SourcePaths for FilterConfigPaths {
                         }
                     ),
                     ServiceField::Rules => "mapping_rules".into(),
+                    ServiceField::Limiter(k, None) => format!("limiters[{k}]"),
+                    ServiceField::Limiter(k, Some(f)) => format!("limiters[{k}].{f}"),
                 };
                 format!("{base}.{tail}")
             }

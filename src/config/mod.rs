@@ -125,6 +125,114 @@ pub struct ServiceConfig {
     pub upstream: UpstreamConfig,
     pub errors: ErrorsConfig,
     pub mapping_rules: Vec<MappingRuleConfig>,
+    /// Local limits, checked after credentials and mapping rules and before the control
+    /// service is asked (see [`LimiterConfig`]). Absent in documents written before them.
+    #[serde(default)]
+    pub limiters: Vec<LimiterConfig>,
+    /// Send `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` on admitted and
+    /// limited responses, from the tightest limit that applies (APIcast's
+    /// `rate_limit_headers` policy). Absent in documents written before it existed.
+    #[serde(default)]
+    pub rate_limit_headers: bool,
+}
+
+/// Bound on the keys one limiter keeps: keys hash into this many slots.
+pub const DEFAULT_LIMITER_MAX_KEYS: u32 = 65_536;
+/// The largest `max_keys` accepted.
+pub const MAX_LIMITER_MAX_KEYS: u32 = 1 << 24;
+
+fn default_max_keys() -> u32 {
+    DEFAULT_LIMITER_MAX_KEYS
+}
+
+/// One local limit of a service: which requests it counts, per what key, how many.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimiterConfig {
+    /// Unique in the service (and, for `scope: global`, the name services share):
+    /// letters, digits, `_` and `-`, at most 64 of them. Names the limiter's counters.
+    pub name: String,
+    /// `requests` (each request costs 1) or `metric:<name>` (a request costs the delta the
+    /// mapping rules give that metric or method; a request without it is not counted).
+    pub counts: String,
+    /// `service` (one bucket), `application` (per credentials: the user key, app id or
+    /// access token), `header:<name>` (per value of a request header; a request without it
+    /// shares the bucket of the empty value) or `client_address` (per client IP).
+    pub key: String,
+    /// `service`: the limiter's state is the service's; `global`: shared with every
+    /// service's limiter of the same name and definition.
+    #[serde(default)]
+    pub scope: LimiterScope,
+    /// A token bucket: refills `rate` per `per`, holds `burst`. Exactly one of
+    /// `token_bucket` and `fixed_window`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_bucket: Option<TokenBucketConfig>,
+    /// `count` per window of `window_seconds`, windows aligned to the clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_window: Option<FixedWindowConfig>,
+    #[serde(default)]
+    pub mode: LimiterMode,
+    /// The status of a limited request; `null`: the service's `limits_exceeded` error's.
+    /// Body and content type are always the `limits_exceeded` error's.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// How many keys the limiter keeps apart: keys hash into this many slots, and keys
+    /// that share a slot share a bucket (stricter, never looser).
+    #[serde(default = "default_max_keys")]
+    pub max_keys: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LimiterScope {
+    #[default]
+    Service,
+    Global,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LimiterMode {
+    /// Limited requests get the limits-exceeded error.
+    #[default]
+    Enforce,
+    /// Limited requests are counted and let through: how a limit is rolled out.
+    ReportOnly,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBucketConfig {
+    pub rate: u64,
+    pub per: RatePeriod,
+    pub burst: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RatePeriod {
+    Second,
+    Minute,
+    Hour,
+    Day,
+}
+
+impl RatePeriod {
+    pub fn seconds(self) -> u64 {
+        match self {
+            RatePeriod::Second => 1,
+            RatePeriod::Minute => 60,
+            RatePeriod::Hour => 3600,
+            RatePeriod::Day => 86_400,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixedWindowConfig {
+    pub count: u64,
+    pub window_seconds: u64,
 }
 
 /// Whether a service's requests are authorized with the control service.

@@ -115,6 +115,9 @@ impl SourcePaths for ThreescalePaths {
                         kind.threescale_suffix()
                     ),
                     ServiceField::Rules => "proxy.proxy_rules".into(),
+                    // Limiters come from the policy chain's `rate_limit` policies; their
+                    // problems are reported where they are translated.
+                    ServiceField::Limiter(..) => "proxy.policy_chain".into(),
                 };
                 let has_proxy = self.services.get(i).is_some_and(|s| s.proxy);
                 if tail.starts_with("proxy.") && !has_proxy {
@@ -598,6 +601,8 @@ fn service_config(
             upstream: proxy.upstream,
             errors: proxy.errors,
             mapping_rules: proxy.rules,
+            limiters: Vec::new(),
+            rate_limit_headers: false,
         },
         Sources {
             rules: proxy.rule_sources,
