@@ -2,8 +2,12 @@
 
 use std::fmt::{self, Write};
 
-use tollgate::runtime::seams::{Clock, Counters, Level, Log, Timestamp};
-use tollgate::Outcome;
+use tollgate::index::ServiceIndex;
+use tollgate::runtime::seams::{
+    Clock, Counters, Level, LimitOutcome, Log, Peer, SharedStore, StoreError, Stored, Swap,
+    Timestamp, Version,
+};
+use tollgate::{Compiled, Outcome};
 
 use crate::host::{self, LogLevel};
 
@@ -44,39 +48,139 @@ impl Clock for HostClock {
     }
 }
 
-/// `tollgate.<outcome>` counters, by [`Outcome::ALL`] index, where the host accepted them.
+/// `tollgate.<outcome>` counters, by [`Outcome::ALL`] index, and
+/// `tollgate.limiter.<service>.<limiter>.<outcome>` per service and limiter, where the host
+/// accepted them.
 pub struct OutcomeCounters {
     ids: Vec<Option<u32>>,
+    /// By service, limiter, then [`LimitOutcome::ALL`] index.
+    limiters: Vec<Vec<[Option<u32>; 4]>>,
+}
+
+fn counter(name: &str) -> Option<u32> {
+    match host::define_counter(name) {
+        Ok(id) => Some(id),
+        Err(e) => {
+            log(LogLevel::Warn, &format!("no counter {name}: {e}"));
+            None
+        }
+    }
+}
+
+/// A name part Envoy's stats keep as one segment: no dots, only plain characters.
+fn stat_segment(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 impl OutcomeCounters {
     /// Defines the counters (idempotent: Envoy gives the same id for the same name).
-    pub fn define() -> Self {
+    pub fn define(model: &Compiled) -> Self {
         let ids = Outcome::ALL
             .iter()
-            .map(|o| {
-                let name = format!("tollgate.{}", o.name());
-                match host::define_counter(&name) {
-                    Ok(id) => Some(id),
-                    Err(e) => {
-                        log(LogLevel::Warn, &format!("no counter {name}: {e}"));
-                        None
-                    }
-                }
+            .map(|o| counter(&format!("tollgate.{}", o.name())))
+            .collect();
+        let limiters = model
+            .services()
+            .iter()
+            .map(|service| {
+                service
+                    .limiters()
+                    .iter()
+                    .map(|limiter| {
+                        LimitOutcome::ALL.map(|o| {
+                            counter(&format!(
+                                "tollgate.limiter.{}.{}.{}",
+                                stat_segment(service.id()),
+                                limiter.name(),
+                                o.name()
+                            ))
+                        })
+                    })
+                    .collect()
             })
             .collect();
-        OutcomeCounters { ids }
+        OutcomeCounters { ids, limiters }
+    }
+}
+
+fn bump(id: u32, what: &str) {
+    if let Err(e) = host::increment_counter(id) {
+        log(LogLevel::Warn, &format!("cannot count {what}: {e}"));
     }
 }
 
 impl Counters for OutcomeCounters {
     fn increment(&self, outcome: Outcome) {
         if let Some(Some(id)) = self.ids.get(outcome.index()) {
-            if let Err(e) = host::increment_counter(*id) {
-                log(
-                    LogLevel::Warn,
-                    &format!("cannot count {}: {e}", outcome.name()),
-                );
+            bump(*id, outcome.name());
+        }
+    }
+
+    fn limiter(&self, service: ServiceIndex, limiter: usize, outcome: LimitOutcome) {
+        let id = self
+            .limiters
+            .get(service.as_usize())
+            .and_then(|s| s.get(limiter))
+            .and_then(|ids| ids.get(outcome.index()).copied().flatten());
+        if let Some(id) = id {
+            bump(id, outcome.name());
+        }
+    }
+}
+
+/// Envoy's shared data, for every worker of this vm_id.
+pub struct HostStore;
+
+impl SharedStore for HostStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Stored>, StoreError> {
+        match host::shared_data(key) {
+            Ok(found) => Ok(found.map(|(value, cas)| Stored {
+                value,
+                version: Version(cas),
+            })),
+            Err(e) => Err(StoreError { status: e.status }),
+        }
+    }
+
+    fn compare_and_swap(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        expected: Option<Version>,
+    ) -> Result<Swap, StoreError> {
+        let cas = expected.map_or(0, |v| v.0);
+        match host::set_shared_data(key, value, cas) {
+            Ok(true) => Ok(Swap::Done),
+            Ok(false) => Ok(Swap::Lost),
+            Err(e) => Err(StoreError { status: e.status }),
+        }
+    }
+}
+
+/// The downstream connection's address (`source.address`).
+pub struct HostPeer;
+
+const SOURCE_ADDRESS: &[u8] = b"source\0address";
+
+impl Peer for HostPeer {
+    fn client_address(&self, out: &mut Vec<u8>) -> bool {
+        match host::property(SOURCE_ADDRESS) {
+            Ok(Some(address)) => {
+                *out = address;
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                log(LogLevel::Warn, &format!("no client address: {e}"));
+                false
             }
         }
     }

@@ -26,6 +26,7 @@ const STATUS_NAMES: [(u32, &str); 10] = [
 
 const OK: u32 = 0;
 const NOT_FOUND: u32 = 1;
+const CAS_MISMATCH: u32 = 8;
 
 /// A host call that did not answer OK.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +140,20 @@ extern "C" {
         path_len: usize,
         data: *mut *mut u8,
         len: *mut usize,
+    ) -> u32;
+    fn proxy_get_shared_data(
+        key: *const u8,
+        key_len: usize,
+        value: *mut *mut u8,
+        value_len: *mut usize,
+        cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key: *const u8,
+        key_len: usize,
+        value: *const u8,
+        value_len: usize,
+        cas: u32,
     ) -> u32;
     fn proxy_define_metric(kind: u32, name: *const u8, name_len: usize, id: *mut u32) -> u32;
     fn proxy_increment_metric(id: u32, delta: i64) -> u32;
@@ -303,6 +318,31 @@ pub fn property(path: &[u8]) -> HostResult<Option<Vec<u8>>> {
     }
     check("proxy_get_property", s)?;
     Ok(Some(take(data, len)))
+}
+
+/// A shared-data value and its CAS; `None` for a missing key.
+pub fn shared_data(key: &[u8]) -> HostResult<Option<(Vec<u8>, u32)>> {
+    let (mut data, mut len, mut cas) = (ptr::null_mut(), 0, 0);
+    // SAFETY: the slice is live and the out-pointers valid during the call.
+    let s =
+        unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut len, &mut cas) };
+    if s == NOT_FOUND {
+        return Ok(None);
+    }
+    check("proxy_get_shared_data", s)?;
+    Ok(Some((take(data, len), cas)))
+}
+
+/// Whether the write happened: `false` when the key's CAS is no longer `cas`.
+pub fn set_shared_data(key: &[u8], value: &[u8], cas: u32) -> HostResult<bool> {
+    // SAFETY: the slices are live during the call.
+    let s =
+        unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) };
+    if s == CAS_MISMATCH {
+        return Ok(false);
+    }
+    check("proxy_set_shared_data", s)?;
+    Ok(true)
 }
 
 pub fn define_counter(name: &str) -> HostResult<u32> {

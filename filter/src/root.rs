@@ -67,11 +67,9 @@ impl Root {
             }
         };
         let services = model.services().len();
+        let counters = OutcomeCounters::define(&model);
         let runtime = Runtime::new(model, node.as_deref());
-        self.configured = Some(Rc::new(Configured {
-            runtime,
-            counters: OutcomeCounters::define(),
-        }));
+        self.configured = Some(Rc::new(Configured { runtime, counters }));
         log(LogLevel::Info, &format!("configured {services} services"));
         true
     }

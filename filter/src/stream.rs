@@ -9,7 +9,7 @@ use tollgate::runtime::seams::Effects;
 use tollgate::runtime::{Action, ControlCall, RequestFlow, UpstreamEdits, Workspace};
 use tollgate::Reply;
 
-use crate::effects::{log, HostClock, HostLog};
+use crate::effects::{log, HostClock, HostLog, HostPeer, HostStore};
 use crate::host::{self, Buffer, Headers, HostError, LogLevel};
 use crate::root::Configured;
 
@@ -52,6 +52,8 @@ fn effects(configured: &Configured) -> Effects<'_> {
         clock: &HostClock,
         counters: &configured.counters,
         log: &HostLog,
+        store: &HostStore,
+        peer: &HostPeer,
     }
 }
 

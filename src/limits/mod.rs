@@ -27,8 +27,13 @@ pub struct FixedWindow {
 /// What a check decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check<S> {
-    /// Admitted: store `state`; `remaining` whole requests of cost 1 are left now.
-    Admitted { state: S, remaining: u64 },
+    /// Admitted: store `state`; `remaining` whole requests of cost 1 are left now, and the
+    /// limit is whole again in `reset_secs` (a bucket full, a window over).
+    Admitted {
+        state: S,
+        remaining: u64,
+        reset_secs: u64,
+    },
     /// Over the limit: the state is unchanged; the same request would be admitted after
     /// `retry_after_secs` whole seconds (rounded up; `u64::MAX` if never, a cost over the
     /// limit's capacity).
@@ -113,12 +118,14 @@ impl TokenBucket {
         let needed = self.units(cost);
         if current.level >= needed {
             let level = current.level - needed;
+            let missing = self.units(self.burst).saturating_sub(level);
             return Check::Admitted {
                 state: BucketState {
                     level,
                     at_nanos: current.at_nanos,
                 },
                 remaining: u64::try_from(level / u128::from(self.period_nanos)).unwrap_or(u64::MAX),
+                reset_secs: secs_rounded_up(ceil_div(missing, u128::from(self.rate))),
             };
         }
         if cost > self.burst {
@@ -164,6 +171,8 @@ impl FixedWindow {
     }
 
     fn check_in(&self, window: u64, used: u64, now_nanos: u64, cost: u64) -> Check<WindowState> {
+        let end = u128::from(window.saturating_add(1)) * u128::from(self.window_nanos);
+        let until_end = secs_rounded_up(end.saturating_sub(u128::from(now_nanos))).max(1);
         match used.checked_add(cost).filter(|&total| total <= self.count) {
             Some(total) => Check::Admitted {
                 state: WindowState {
@@ -171,17 +180,14 @@ impl FixedWindow {
                     used: total,
                 },
                 remaining: self.count - total,
+                reset_secs: until_end,
             },
             None if cost > self.count => Check::Limited {
                 retry_after_secs: u64::MAX,
             },
-            None => {
-                let end = u128::from(window.saturating_add(1)) * u128::from(self.window_nanos);
-                let wait = end.saturating_sub(u128::from(now_nanos));
-                Check::Limited {
-                    retry_after_secs: secs_rounded_up(wait).max(1),
-                }
-            }
+            None => Check::Limited {
+                retry_after_secs: until_end,
+            },
         }
     }
 }
@@ -226,6 +232,124 @@ impl WindowState {
             window: u64::from_le_bytes(window.try_into().ok()?),
             used: u64::from_le_bytes(used.try_into().ok()?),
         })
+    }
+}
+
+/// Either limit, over the bytes a shared store keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Bucket(TokenBucket),
+    Window(FixedWindow),
+}
+
+/// The most bytes a limit's state takes.
+pub const STATE_MAX_LEN: usize = BucketState::ENCODED_LEN;
+
+/// A state to store: `len` bytes of `bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Encoded {
+    bytes: [u8; STATE_MAX_LEN],
+    len: usize,
+}
+
+impl Encoded {
+    pub fn as_bytes(&self) -> &[u8] {
+        self.bytes.get(..self.len).unwrap_or_default()
+    }
+
+    fn of(src: &[u8]) -> Self {
+        let mut bytes = [0u8; STATE_MAX_LEN];
+        let len = src.len().min(STATE_MAX_LEN);
+        if let (Some(dst), Some(src)) = (bytes.get_mut(..len), src.get(..len)) {
+            dst.copy_from_slice(src);
+        }
+        Encoded { bytes, len }
+    }
+}
+
+impl Limit {
+    /// What one key admits at once: the burst, or the window's count.
+    pub fn capacity(&self) -> u64 {
+        match self {
+            Limit::Bucket(b) => b.burst,
+            Limit::Window(w) => w.count,
+        }
+    }
+
+    /// Checks `cost` against the stored bytes (`None`: a key never written). Bytes that do
+    /// not decode (another writer's) count as a spent limit, never as a fresh one: an
+    /// unreadable state can make limiting stricter, not looser.
+    pub fn check(&self, stored: Option<&[u8]>, now_nanos: u64, cost: u64) -> Check<Encoded> {
+        match self {
+            Limit::Bucket(b) => {
+                let state = stored.map(|bytes| {
+                    BucketState::decode(bytes).unwrap_or(BucketState {
+                        level: 0,
+                        at_nanos: now_nanos,
+                    })
+                });
+                map_state(b.check(state, now_nanos, cost), |s| {
+                    Encoded::of(&s.encode())
+                })
+            }
+            Limit::Window(w) => {
+                let state = stored.map(|bytes| {
+                    WindowState::decode(bytes).unwrap_or(WindowState {
+                        window: now_nanos / w.window_nanos,
+                        used: w.count,
+                    })
+                });
+                map_state(w.check(state, now_nanos, cost), |s| {
+                    Encoded::of(&s.encode())
+                })
+            }
+        }
+    }
+
+    /// Gives `cost` back to a state this limit admitted it from (a later limiter of the same
+    /// request refused it). `None` when there is nothing to give back to.
+    pub fn refund(&self, stored: &[u8], now_nanos: u64, cost: u64) -> Option<Encoded> {
+        match self {
+            Limit::Bucket(b) => {
+                let s = b.level_at(BucketState::decode(stored)?, now_nanos);
+                let level = s.level.saturating_add(b.units(cost)).min(b.units(b.burst));
+                Some(Encoded::of(
+                    &BucketState {
+                        level,
+                        at_nanos: s.at_nanos,
+                    }
+                    .encode(),
+                ))
+            }
+            Limit::Window(w) => {
+                let s = WindowState::decode(stored)?;
+                // A window that ended has nothing of this request in it any more.
+                (s.window == now_nanos / w.window_nanos).then(|| {
+                    Encoded::of(
+                        &WindowState {
+                            window: s.window,
+                            used: s.used.saturating_sub(cost),
+                        }
+                        .encode(),
+                    )
+                })
+            }
+        }
+    }
+}
+
+fn map_state<S, T>(c: Check<S>, f: impl FnOnce(S) -> T) -> Check<T> {
+    match c {
+        Check::Admitted {
+            state,
+            remaining,
+            reset_secs,
+        } => Check::Admitted {
+            state: f(state),
+            remaining,
+            reset_secs,
+        },
+        Check::Limited { retry_after_secs } => Check::Limited { retry_after_secs },
     }
 }
 

@@ -12,7 +12,9 @@ const T0: u64 = 1_764_000_000 * SEC;
 
 fn admitted<S: Copy + std::fmt::Debug>(c: Check<S>) -> (S, u64) {
     match c {
-        Check::Admitted { state, remaining } => (state, remaining),
+        Check::Admitted {
+            state, remaining, ..
+        } => (state, remaining),
         other => panic!("expected admitted, got {other:?}"),
     }
 }

@@ -21,6 +21,7 @@ use crate::service::{normalize_host, HostIndex, MAX_HOST_LEN};
 use crate::url::HttpUrl;
 
 use super::gateway::NO_CONTROL_SERVICE;
+use super::limiter;
 use super::service::{Metric, Service, ServiceErrors, Upstream};
 use super::Compiled;
 
@@ -551,9 +552,24 @@ fn compile_service(
         );
     }
 
-    if !ok {
+    let limiters = limiter::compile_limiters(
+        &svc.limiters,
+        &limiter::LimiterContext {
+            service: i,
+            service_id: &svc.id,
+            authorizes,
+            metrics: &metrics,
+            secret: svc
+                .control_service_auth
+                .as_ref()
+                .map_or("", |a| a.value.expose()),
+        },
+        paths,
+        diags,
+    );
+    let Some(limiters) = limiters.filter(|_| ok) else {
         return None;
-    }
+    };
     let credentials = CredentialSource::new(svc.backend_version, &svc.credentials);
     let auth = svc.control_service_auth.as_ref();
     Some(Service {
@@ -582,6 +598,8 @@ fn compile_service(
         errors,
         rules,
         metrics,
+        limiters,
+        rate_limit_headers: svc.rate_limit_headers,
         service_params: backend::service_params(
             &svc.id,
             auth.map(|a| (a.kind.param(), a.value.expose())),

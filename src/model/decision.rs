@@ -94,10 +94,12 @@ pub enum Outcome {
     /// Forwarded without authorization: the service does not authorize with 3scale (its
     /// policy chain has no `apicast` policy).
     Forwarded,
+    /// Refused by a local limiter, without asking the control service.
+    RateLimited,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 11] = [
+    pub const ALL: [Outcome; 12] = [
         Outcome::Authorized,
         Outcome::AuthMissing,
         Outcome::AuthFailed,
@@ -109,6 +111,7 @@ impl Outcome {
         Outcome::UriTooLong,
         Outcome::MatchLimit,
         Outcome::Forwarded,
+        Outcome::RateLimited,
     ];
 
     /// The outcome's position in [`Outcome::ALL`] (its declaration order), for tables.
@@ -129,6 +132,7 @@ impl Outcome {
             Outcome::UriTooLong => "uri_too_long",
             Outcome::MatchLimit => "match_limit",
             Outcome::Forwarded => "forwarded",
+            Outcome::RateLimited => "rate_limited",
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod compiler;
 pub mod decision;
 pub mod gateway;
+pub mod limiter;
 pub mod service;
 
 pub use compiler::compile;

@@ -11,6 +11,7 @@ use crate::rules::RuleSet;
 use crate::url::HttpUrl;
 
 use super::decision::{Outcome, Reply, Response};
+use super::limiter::Limiter;
 
 /// An error answer, ready to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +110,10 @@ pub struct Service {
     pub(super) rules: RuleSet,
     /// Metrics by id; ids follow name order, so usage sorted by id is sorted by name.
     pub(super) metrics: Vec<Metric>,
+    /// Local limits, checked in order after the rules and before the control service.
+    pub(super) limiters: Box<[Limiter]>,
+    /// Whether responses carry `RateLimit-*` headers.
+    pub(super) rate_limit_headers: bool,
     /// `service_id=…&<auth>=…`, encoded once.
     pub(super) service_params: String,
 }
@@ -199,6 +204,16 @@ impl Service {
     /// Metrics by id, in name order.
     pub fn metrics(&self) -> &[Metric] {
         &self.metrics
+    }
+
+    /// Local limits, in configuration order.
+    pub fn limiters(&self) -> &[Limiter] {
+        &self.limiters
+    }
+
+    /// Whether responses carry `RateLimit-Limit`, `-Remaining` and `-Reset`.
+    pub fn rate_limit_headers(&self) -> bool {
+        self.rate_limit_headers
     }
 
     pub fn error(&self, kind: ErrorKind) -> &ErrorResponse {

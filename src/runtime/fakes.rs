@@ -7,9 +7,11 @@ use std::fmt;
 use hashbrown::HashMap;
 
 use super::seams::{
-    Clock, Counters, Effects, Level, Log, SharedStore, StoreError, Stored, Swap, Timestamp, Version,
+    Clock, Counters, Effects, Level, LimitOutcome, Log, Peer, SharedStore, StoreError, Stored,
+    Swap, Timestamp, Version,
 };
 use crate::decision::Outcome;
+use crate::index::ServiceIndex;
 
 /// A clock that moves only when told to.
 #[derive(Debug, Default)]
@@ -43,17 +45,52 @@ impl Clock for FakeClock {
 #[derive(Debug, Default)]
 pub struct FakeCounters {
     counted: RefCell<Vec<Outcome>>,
+    limiters: RefCell<Vec<(ServiceIndex, usize, LimitOutcome)>>,
 }
 
 impl FakeCounters {
     pub fn counted(&self) -> Vec<Outcome> {
         self.counted.borrow().clone()
     }
+
+    /// Every limiter outcome counted, in order.
+    pub fn limiter_outcomes(&self) -> Vec<(ServiceIndex, usize, LimitOutcome)> {
+        self.limiters.borrow().clone()
+    }
 }
 
 impl Counters for FakeCounters {
     fn increment(&self, outcome: Outcome) {
         self.counted.borrow_mut().push(outcome);
+    }
+
+    fn limiter(&self, service: ServiceIndex, limiter: usize, outcome: LimitOutcome) {
+        self.limiters.borrow_mut().push((service, limiter, outcome));
+    }
+}
+
+/// A connection from one address (`None`: the host knows none).
+#[derive(Debug, Default)]
+pub struct FakePeer {
+    pub address: RefCell<Option<Vec<u8>>>,
+}
+
+impl FakePeer {
+    pub fn set(&self, address: Option<&str>) {
+        *self.address.borrow_mut() = address.map(|a| a.as_bytes().to_vec());
+    }
+}
+
+impl Peer for FakePeer {
+    fn client_address(&self, out: &mut Vec<u8>) -> bool {
+        match &*self.address.borrow() {
+            Some(a) => {
+                out.clear();
+                out.extend_from_slice(a);
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -179,6 +216,7 @@ pub struct FakeHost {
     pub counters: FakeCounters,
     pub log: FakeLog,
     pub store: FakeStore,
+    pub peer: FakePeer,
 }
 
 impl FakeHost {
@@ -187,6 +225,8 @@ impl FakeHost {
             clock: &self.clock,
             counters: &self.counters,
             log: &self.log,
+            store: &self.store,
+            peer: &self.peer,
         }
     }
 }

@@ -14,6 +14,7 @@
 //! ```
 
 pub mod fakes;
+pub mod limiting;
 pub mod seams;
 #[cfg(test)]
 mod tests;
@@ -30,6 +31,7 @@ use crate::model::Compiled;
 use crate::pairs::HeaderMap;
 use crate::request::RequestView;
 
+use limiting::{LimitInput, LimitVerdict, RateInfo};
 use seams::{Effects, Level};
 
 /// The name a gateway gives itself in `X-3scale-hostname` when the host has none.
@@ -68,6 +70,7 @@ impl Runtime {
 pub struct Workspace {
     decision: Scratch,
     call_path: String,
+    limits: limiting::LimitBuffers,
 }
 
 impl Workspace {
@@ -157,6 +160,8 @@ enum State {
 #[derive(Debug)]
 struct Pending {
     service: ServiceIndex,
+    /// The tightest local limit, for `RateLimit-*` headers.
+    rate: Option<RateInfo>,
     /// Only for a client that asked for the debug headers.
     debug: Option<Box<DebugCapture>>,
 }
@@ -181,6 +186,8 @@ const HOST: &[u8] = b"host";
 const PATH: &[u8] = b":path";
 const CONTENT_LENGTH: &[u8] = b"content-length";
 const STATUS: &[u8] = b":status";
+/// apisonator's `limit_headers` extension: what is left of the tightest 3scale limit.
+const LIMIT_REMAINING: &str = "3scale-limit-remaining";
 
 impl RequestFlow {
     pub fn new() -> Self {
@@ -292,7 +299,20 @@ impl RequestFlow {
             ),
             None => ControlAnswer::Unavailable,
         };
-        self.settle(runtime, pending, interpreted, status, effects)
+        // APIcast's rate_limit_headers policy: the control service's own limit, if it says.
+        let limits = answer.and_then(|h| {
+            let number = |name: &str| {
+                h.get(name.as_bytes())
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .and_then(|v| v.trim().parse::<i64>().ok())
+            };
+            Some(RateInfo {
+                limit: u64::try_from(number(answer::LIMIT_MAX_VALUE)?.max(0)).unwrap_or(0),
+                remaining: u64::try_from(number(LIMIT_REMAINING)?.max(0)).unwrap_or(0),
+                reset_secs: u64::try_from(number(answer::LIMIT_RESET)?.max(0)).unwrap_or(0),
+            })
+        });
+        self.settle(runtime, pending, interpreted, status, limits, effects)
     }
 
     /// The call could not be sent (the host refused it: an unknown cluster, say).
@@ -300,7 +320,14 @@ impl RequestFlow {
         let State::Calling(pending) = mem::replace(&mut self.state, State::Done) else {
             return Action::Continue;
         };
-        self.settle(runtime, pending, ControlAnswer::Unavailable, None, effects)
+        self.settle(
+            runtime,
+            pending,
+            ControlAnswer::Unavailable,
+            None,
+            None,
+            effects,
+        )
     }
 
     /// The response headers are on their way to the client (the upstream's, or a reply of
@@ -350,13 +377,54 @@ impl RequestFlow {
         let Workspace {
             decision: scratch,
             call_path,
+            limits,
         } = workspace;
         let decision = model.decide(&view, effects.clock.now(), scratch);
+        let mut rate = None;
+        if let (Some(service), Verdict::Authorize | Verdict::Forward) =
+            (decision.service, decision.verdict)
+        {
+            if !service.limiters().is_empty() {
+                let input = LimitInput {
+                    service,
+                    credentials: decision.credentials.as_ref(),
+                    headers,
+                    usage: scratch.usage(),
+                };
+                match limiting::check(&input, effects, limits) {
+                    LimitVerdict::Admitted(info) => rate = info,
+                    LimitVerdict::Limited {
+                        retry_after,
+                        status,
+                        info,
+                    } => {
+                        effects.counters.increment(Outcome::RateLimited);
+                        if service.rate_limit_headers() {
+                            self.response_headers.extend(info.headers());
+                        }
+                        let e = service.error(crate::config::ErrorKind::LimitsExceeded);
+                        return Action::Reply(Reply {
+                            response: crate::model::decision::Response {
+                                status: status.unwrap_or(e.status),
+                                content_type: &e.content_type,
+                                body: &e.body,
+                            },
+                            retry_after,
+                        });
+                    }
+                }
+            }
+        }
         match decision.verdict {
             // No apicast policy: no call, and no secret token (APIcast's apicast policy sets
             // it), so the client's is removed too.
             Verdict::Forward => {
                 effects.counters.increment(Outcome::Forwarded);
+                if let Some(info) =
+                    rate.filter(|_| decision.service.is_some_and(|s| s.rate_limit_headers()))
+                {
+                    self.response_headers.extend(info.headers());
+                }
                 Action::Forward(UpstreamEdits { secret_token: None })
             }
             Verdict::Deny(reason) => {
@@ -392,6 +460,7 @@ impl RequestFlow {
                     });
                 self.state = State::Calling(Pending {
                     service: service.index(),
+                    rate,
                     debug,
                 });
                 Action::Call(ControlCall {
@@ -410,6 +479,7 @@ impl RequestFlow {
         pending: Pending,
         answer: ControlAnswer,
         status: Option<u16>,
+        limits: Option<RateInfo>,
         effects: Effects<'_>,
     ) -> Action<'a> {
         let Some(service) = runtime.model.service(pending.service) else {
@@ -438,15 +508,25 @@ impl RequestFlow {
         // APIcast sets them once credentials and usage are known, before asking: whatever
         // the control service answers (a 403, a 429, none at all), the client gets them.
         if let Some(debug) = pending.debug {
-            self.response_headers = service.debug_headers(
+            self.response_headers.extend(service.debug_headers(
                 &debug.credentials,
                 &debug.matched,
                 &debug.usage,
                 &runtime.node_name,
-            );
+            ));
         }
         if let Some(reply) = reply {
             return Action::Reply(reply);
+        }
+        if service.rate_limit_headers() {
+            let threescale = limits.filter(|l| l.reset_secs > 0);
+            let tightest = match (pending.rate, threescale) {
+                (a, Some(b)) => Some(RateInfo::tighter(a, b)),
+                (a, None) => a,
+            };
+            if let Some(info) = tightest {
+                self.response_headers.extend(info.headers());
+            }
         }
         Action::Forward(UpstreamEdits {
             secret_token: service.secret_token(),

@@ -5,6 +5,7 @@
 use std::fmt;
 
 use crate::decision::Outcome;
+use crate::index::ServiceIndex;
 
 pub use crate::time::Timestamp;
 
@@ -18,6 +19,51 @@ pub trait Clock {
 /// count must not fail a request.
 pub trait Counters {
     fn increment(&self, outcome: Outcome);
+    /// One limiter's outcome for one request (Envoy:
+    /// `tollgate.limiter.<service>.<limiter>.<outcome>`); `limiter` is its position in
+    /// [`crate::Service::limiters`].
+    fn limiter(&self, service: ServiceIndex, limiter: usize, outcome: LimitOutcome);
+}
+
+/// What a limiter did with one request it counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitOutcome {
+    Admitted,
+    Limited,
+    /// Over the limit, let through: the limiter is `report_only`.
+    ReportOnly,
+    /// The shared bucket could not be updated (every compare-and-swap lost, or the store
+    /// refused): denied rather than admitted past the limit.
+    Contended,
+}
+
+impl LimitOutcome {
+    pub const ALL: [LimitOutcome; 4] = [
+        LimitOutcome::Admitted,
+        LimitOutcome::Limited,
+        LimitOutcome::ReportOnly,
+        LimitOutcome::Contended,
+    ];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LimitOutcome::Admitted => "admitted",
+            LimitOutcome::Limited => "limited",
+            LimitOutcome::ReportOnly => "report_only",
+            LimitOutcome::Contended => "contended",
+        }
+    }
+}
+
+/// What the host knows about the request's connection.
+pub trait Peer {
+    /// Writes the client's address (`ip:port`, as the host gives it) into `out`; `false`
+    /// when the host has none.
+    fn client_address(&self, out: &mut Vec<u8>) -> bool;
 }
 
 /// How bad a log line is.
@@ -39,6 +85,9 @@ pub struct Effects<'a> {
     pub clock: &'a dyn Clock,
     pub counters: &'a dyn Counters,
     pub log: &'a dyn Log,
+    /// Where local limits keep their state, shared by every worker.
+    pub store: &'a dyn SharedStore,
+    pub peer: &'a dyn Peer,
 }
 
 /// A version of a stored value, for compare-and-swap. Envoy gives every successful write a
@@ -91,6 +140,13 @@ pub trait SharedStore {
     ) -> Result<Swap, StoreError>;
 }
 
+/// The version a write expects when the key was missing. Envoy writes unconditionally with
+/// version 0, so two workers creating one key would both succeed and one write would be lost;
+/// with a version that is not the key's, a write creates a missing key and loses against one
+/// created meanwhile. Versions come from one process-wide counter, so the key's own version
+/// would have to be exactly this one: once in four billion writes to the whole store.
+pub const CREATE: Version = Version(u32::MAX);
+
 /// How [`update`] ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Updated<T> {
@@ -124,7 +180,8 @@ where
         if !write {
             return Ok(Updated::Unchanged(result));
         }
-        match store.compare_and_swap(key, &next, current.map(|s| s.version))? {
+        let expected = current.map_or(CREATE, |s| s.version);
+        match store.compare_and_swap(key, &next, Some(expected))? {
             Swap::Done => return Ok(Updated::Written(result)),
             Swap::Lost => continue,
         }
