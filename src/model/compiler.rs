@@ -567,9 +567,7 @@ fn compile_service(
         paths,
         diags,
     );
-    let Some(limiters) = limiters.filter(|_| ok) else {
-        return None;
-    };
+    let limiters = limiters.filter(|_| ok)?;
     let credentials = CredentialSource::new(svc.backend_version, &svc.credentials);
     let auth = svc.control_service_auth.as_ref();
     Some(Service {
