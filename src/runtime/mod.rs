@@ -15,6 +15,8 @@
 
 pub mod fakes;
 pub mod limiting;
+#[cfg(test)]
+mod limiting_tests;
 pub mod seams;
 #[cfg(test)]
 mod tests;
