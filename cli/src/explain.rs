@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use clap::{ArgMatches, Args};
 use serde::Serialize;
 use tollgate::decision::Verdict;
+use tollgate::model::limiter::{application_value, LimitKey};
 use tollgate::{Credentials, Decision, Reply, RequestView, Scratch};
 
 use crate::input::{load, read_input};
@@ -95,8 +96,62 @@ struct Explanation {
     body: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     authrep: Option<String>,
+    /// The local limiters that count this request, checked before the control service (their
+    /// live state is in the gateway, not here).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    limiters: Vec<LimiterJson>,
     /// The request as explain understood the command line.
     request: RequestJson,
+}
+
+#[derive(Serialize)]
+struct LimiterJson {
+    name: String,
+    limit: String,
+    cost: u64,
+    key: String,
+    /// The request's value for the key (`None`: the client's address, which only the
+    /// gateway knows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_value: Option<String>,
+}
+
+fn limiters(decision: &Decision<'_, '_>, scratch: &Scratch, request: &Request) -> Vec<LimiterJson> {
+    let Some(service) = decision.service else {
+        return Vec::new();
+    };
+    if !matches!(decision.verdict, Verdict::Authorize | Verdict::Forward) {
+        return Vec::new();
+    }
+    service
+        .limiters()
+        .iter()
+        .filter_map(|l| {
+            let cost = l.cost(scratch.usage())?;
+            let key_value = match l.key() {
+                LimitKey::Service => Some(String::new()),
+                LimitKey::Application => {
+                    Some(lossy(application_value(decision.credentials.as_ref())))
+                }
+                LimitKey::Header(name) => Some(
+                    request
+                        .headers
+                        .iter()
+                        .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+                        .map(|(_, v)| lossy(v))
+                        .unwrap_or_default(),
+                ),
+                LimitKey::ClientAddress => None,
+            };
+            Some(LimiterJson {
+                name: l.name().to_owned(),
+                limit: l.summary().to_owned(),
+                cost,
+                key: l.key().describe(),
+                key_value,
+            })
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -566,6 +621,7 @@ fn explanation(decision: &Decision<'_, '_>, scratch: &Scratch, request: &Request
         content_type,
         body: reply.map(|r| r.response.body.to_owned()),
         authrep,
+        limiters: limiters(decision, scratch, request),
         request: request.json(),
     }
 }
@@ -640,6 +696,17 @@ fn text(e: &Explanation, decision: &Decision<'_, '_>) -> String {
                 .join(" ")
         },
     );
+    for l in &e.limiters {
+        let key = match (&l.key_value, l.key.as_str()) {
+            (_, "service") => "one bucket for the service".to_owned(),
+            (Some(v), k) => format!("{k} {v:?}"),
+            (None, k) => format!("{k} (known to the gateway)"),
+        };
+        line(
+            "limiter",
+            format!("{}: {}; costs {}; key {key}", l.name, l.limit, l.cost),
+        );
+    }
     match decision.verdict {
         Verdict::Authorize => {
             line("outcome", "authorize: ask the control service".into());

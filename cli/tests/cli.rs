@@ -813,3 +813,58 @@ fn input_that_is_not_a_proxy_configuration_is_named() {
         Some("error: the configuration is more than 16777216 bytes; the limit is 16777216 bytes")
     );
 }
+
+#[test]
+fn explain_lists_the_limiters_that_count_a_request_and_their_keys() {
+    let f = TempFile::new("svc.json", service_json().to_string().as_bytes());
+    let out = tollgate(["generate", "filter", "--config", f.0.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut config: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    config["services"][0]["limiters"] = json!([
+        {"name": "per-app", "counts": "requests", "key": "application",
+         "token_bucket": {"rate": 2, "per": "minute", "burst": 5}},
+        {"name": "words", "counts": "metric:words", "key": "header:X-User",
+         "fixed_window": {"count": 100, "window_seconds": 3600}},
+        {"name": "per-ip", "counts": "requests", "key": "client_address",
+         "fixed_window": {"count": 10, "window_seconds": 1}, "mode": "report_only"}
+    ]);
+    let g = TempFile::new("filter.json", config.to_string().as_bytes());
+    let e = explain(
+        &g.0,
+        &[
+            "-H",
+            "x-api-key: k1",
+            "-H",
+            "x-user: alice",
+            "http://api.example.com/",
+        ],
+    );
+    // `GET /` assigns hits only: the words limiter does not count it.
+    assert_eq!(
+        e["limiters"],
+        json!([
+            {"name": "per-app", "limit": "token bucket: 5 at once, 2 more per minute",
+             "cost": 1, "key": "application", "key_value": "k1"},
+            {"name": "per-ip", "limit": "fixed window: 10 per 1 s, aligned to the clock (report only)",
+             "cost": 1, "key": "client_address"}
+        ])
+    );
+    let e = explain(
+        &g.0,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "x-api-key: k1",
+            "-H",
+            "x-user: alice",
+            "http://api.example.com/v1/words/a.json?lang=en",
+        ],
+    );
+    assert_eq!(e["limiters"][1]["name"], "words");
+    assert_eq!(e["limiters"][1]["key"], "header:x-user");
+    assert_eq!(e["limiters"][1]["key_value"], "alice");
+    // Denied requests are never counted.
+    let e = explain(&g.0, &["http://api.example.com/"]);
+    assert!(e.get("limiters").is_none(), "{e}");
+}

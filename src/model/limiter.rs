@@ -65,6 +65,8 @@ pub struct Limiter {
     seed: u64,
     /// `tollgate.limit.v1|<scope>|<name>|<definition>|`: a slot's key is this and its number.
     store_prefix: Box<[u8]>,
+    /// The limit in words (`5 at once, 2 more per minute`), for `explain`.
+    summary: Box<str>,
 }
 
 /// The longest limiter name.
@@ -98,6 +100,11 @@ impl Limiter {
 
     pub fn max_keys(&self) -> u32 {
         self.max_keys
+    }
+
+    /// The limit in words, for people.
+    pub fn summary(&self) -> &str {
+        &self.summary
     }
 
     /// What this request costs: `None` when the limiter does not count it.
@@ -365,6 +372,27 @@ pub(super) fn compile_limiters(
             "tollgate.limit.v1|{scope}|{}|{definition}|{}|",
             config.name, config.max_keys
         );
+        let mut summary = match (&config.token_bucket, &config.fixed_window) {
+            (Some(b), _) => format!(
+                "token bucket: {} at once, {} more per {}",
+                b.burst,
+                b.rate,
+                match b.per {
+                    crate::config::RatePeriod::Second => "second",
+                    crate::config::RatePeriod::Minute => "minute",
+                    crate::config::RatePeriod::Hour => "hour",
+                    crate::config::RatePeriod::Day => "day",
+                }
+            ),
+            (None, Some(w)) => format!(
+                "fixed window: {} per {} s, aligned to the clock",
+                w.count, w.window_seconds
+            ),
+            (None, None) => String::new(),
+        };
+        if config.mode == LimiterMode::ReportOnly {
+            summary.push_str(" (report only)");
+        }
         let secret = match config.scope {
             LimiterScope::Service => cx.secret,
             LimiterScope::Global => "",
@@ -381,6 +409,7 @@ pub(super) fn compile_limiters(
             max_keys: config.max_keys,
             seed,
             store_prefix: store_prefix.into_bytes().into_boxed_slice(),
+            summary: summary.into(),
         });
     }
     ok.then(|| out.into_boxed_slice())
