@@ -6,6 +6,8 @@
 //!   (d) tollgate authorizing through the local control service,
 //!   (e) tollgate answering 404 for a host no service serves: the binding's own cost (headers
 //!       read, a reply sent, a counter) with almost no decision work, so c - e is the decision,
+//!   (l) tollgate answering 429 from a local limiter (the shared bucket read and updated by
+//!       compare-and-swap, an exhausted key), to compare with (c),
 //! all in front of the same direct-response route, so the difference is the filter's cost.
 //! Prints the figures, Envoy's CPU time per request for each (from /proc: steadier than
 //! requests per second on a small shared machine), the ratios c/b and d/b, and the size of
@@ -101,6 +103,8 @@ struct Case<'a> {
     path: &'a str,
     host: &'a str,
     status: u16,
+    /// Requests sent (and not checked) before the status is: what exhausts a limiter.
+    warmup: u32,
 }
 
 fn measure(case: &Case<'_>) -> Result<Run> {
@@ -113,6 +117,9 @@ fn measure(case: &Case<'_>) -> Result<Run> {
         1,
     )?;
     let url = format!("http://127.0.0.1:{port}{}", case.path);
+    for _ in 0..case.warmup {
+        let _ = ureq::get(&url).header("Host", case.host).call();
+    }
     expect_status(&url, case.host, case.status)?;
     let before = cpu_nanos(envoy.pid())?;
     let (rps, requests) = wrk(&url, case.host)?;
@@ -138,6 +145,29 @@ fn main() -> Result<()> {
     let control_port = control.addr().port();
 
     let host = "api.sendgrid.example";
+    // The same service with one limiter on every authorized request: 1 at once, 1 a day.
+    let limited = {
+        let loaded = tollgate::load(sendgrid.as_bytes());
+        let mut config = loaded.config.context("the sendgrid example loads")?;
+        for service in &mut config.services {
+            service.limiters = vec![tollgate::config::LimiterConfig {
+                name: "bench".into(),
+                counts: "requests".into(),
+                key: "application".into(),
+                scope: tollgate::config::LimiterScope::Service,
+                token_bucket: Some(tollgate::config::TokenBucketConfig {
+                    rate: 1,
+                    per: tollgate::config::RatePeriod::Day,
+                    burst: 1,
+                }),
+                fixed_window: None,
+                mode: tollgate::config::LimiterMode::Enforce,
+                status: None,
+                max_keys: tollgate::config::DEFAULT_LIMITER_MAX_KEYS,
+            }];
+        }
+        config.to_json_pretty()
+    };
     let cases = [
         Case {
             name: "(a) bare Envoy",
@@ -146,6 +176,7 @@ fn main() -> Result<()> {
             path: "/v3/templates",
             host,
             status: 200,
+            warmup: 0,
         },
         Case {
             name: "(b) pass-through Wasm filter",
@@ -154,6 +185,7 @@ fn main() -> Result<()> {
             path: "/v3/templates",
             host,
             status: 200,
+            warmup: 0,
         },
         Case {
             name: "(c) tollgate, local 404",
@@ -162,6 +194,7 @@ fn main() -> Result<()> {
             path: "/v3/unknown?api_user=bench-app&api_key=bench-key",
             host,
             status: 404,
+            warmup: 0,
         },
         Case {
             name: "(e) tollgate, unknown host",
@@ -170,6 +203,7 @@ fn main() -> Result<()> {
             path: "/v3/unknown?api_user=bench-app&api_key=bench-key",
             host: "nobody.example",
             status: 404,
+            warmup: 0,
         },
         Case {
             name: "(d) tollgate, authorized",
@@ -178,6 +212,16 @@ fn main() -> Result<()> {
             path: "/v3/templates?api_user=bench-app&api_key=bench-key",
             host,
             status: 200,
+            warmup: 0,
+        },
+        Case {
+            name: "(l) tollgate, local limiter 429",
+            filter: Some((tollgate_wasm.clone(), limited)),
+            control: Some(control_port),
+            path: "/v3/templates?api_user=bench-app&api_key=bench-key",
+            host,
+            status: 429,
+            warmup: 1,
         },
     ];
     println!(
@@ -210,7 +254,8 @@ fn main() -> Result<()> {
         rps.push(r);
         cpu.push(c);
     }
-    let ([a, b, c, _, d], [_, cpu_b, cpu_c, cpu_e, cpu_d]) = (rps.as_slice(), cpu.as_slice())
+    let ([a, b, c, _, d, l], [_, cpu_b, cpu_c, cpu_e, cpu_d, cpu_l]) =
+        (rps.as_slice(), cpu.as_slice())
     else {
         bail!("missing results");
     };
@@ -235,6 +280,17 @@ fn main() -> Result<()> {
          binding (all headers read, a reply sent) against one header read",
         cpu_c - cpu_e,
         cpu_e - cpu_b
+    );
+    println!(
+        "l/c = {:.2} by requests/s, {:.2} by CPU per request  (a limiter's 429 against the local \
+         404; target >= 0.95: {})",
+        l / c,
+        cpu_c / cpu_l,
+        if cpu_c / cpu_l >= 0.95 {
+            "PASS"
+        } else {
+            "MISS"
+        }
     );
     println!("b/a = {:.2}  (the cost of any Wasm filter in Envoy)", b / a);
     let size = std::fs::metadata(&tollgate_wasm)?.len();
