@@ -83,6 +83,7 @@ lint:
 bench: wasm envoy wrk
 	$(CARGO) bench --bench matching
 	$(CARGO) bench --bench worst_cases
+	$(CARGO) bench --bench limits
 	$(CARGO) run --quiet -p tollgate-testhost --example allocations
 	$(CARGO) run --quiet --release -p tollgate-e2e --bin envoy-bench
 
