@@ -6,7 +6,12 @@
 //! Envoy the store is a mutex-guarded map behind two host calls, which `make bench`'s Envoy
 //! figures include). The difference is the limiter's check: key, slot, get, arithmetic, CAS.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::time::Instant;
 
