@@ -17,11 +17,12 @@ use crate::config::location::{
 use crate::config::{
     Authorization, BackendEndpoint, BackendVersion, ControlServiceAuth, ControlServiceAuthKind,
     CredentialsConfig, CredentialsLocation, ErrorResponseConfig, ErrorsConfig, FilterConfig,
-    MappingRuleConfig, Secret, ServiceConfig, SkippedPolicy, UpstreamConfig,
+    LimiterConfig, MappingRuleConfig, Secret, ServiceConfig, SkippedPolicy, UpstreamConfig,
 };
 use crate::diagnostics::{index, join, Diagnostics};
 
 mod policies;
+mod rate_limit;
 mod reader;
 mod suggest;
 
@@ -601,8 +602,8 @@ fn service_config(
             upstream: proxy.upstream,
             errors: proxy.errors,
             mapping_rules: proxy.rules,
-            limiters: Vec::new(),
-            rate_limit_headers: false,
+            limiters: proxy.limiters,
+            rate_limit_headers: proxy.rate_limit_headers,
         },
         Sources {
             rules: proxy.rule_sources,
@@ -621,6 +622,8 @@ struct Proxy {
     host_sources: Option<Vec<usize>>,
     authorizes: bool,
     skipped: Vec<policies::SkippedAt>,
+    limiters: Vec<LimiterConfig>,
+    rate_limit_headers: bool,
     backend: BackendEndpoint,
     credentials: CredentialsConfig,
     upstream: UpstreamConfig,
@@ -875,6 +878,8 @@ fn proxy_config(
         host_sources,
         authorizes: chain.authorizes,
         skipped: chain.skipped,
+        limiters: chain.limiters,
+        rate_limit_headers: chain.rate_limit_headers,
         backend,
         credentials,
         upstream,

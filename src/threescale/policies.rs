@@ -6,7 +6,8 @@
 //! alone (`policy/local_chain/local_chain.lua`). A chain without the `apicast` policy does not
 //! authorize with 3scale at all: the other policies still run.
 //!
-//! tollgate runs the `apicast` policy and nothing else yet. A policy it cannot run is an error
+//! tollgate runs the `apicast` policy, `rate_limit` (as the service's limiters, see
+//! [`super::rate_limit`]) and `rate_limit_headers`, and nothing else yet. A policy it cannot run is an error
 //! when skipping it would make the gateway do less than the provider configured, unless the
 //! provider accepts skipping it by name (`LoadOptions::accept_skipped_policies`, the CLI's
 //! `--skip-policy`, or `"tollgate": {"accept_skipped_policies": […]}` in the document). A policy
@@ -19,8 +20,10 @@
 
 use serde_json::Value;
 
+use crate::config::LimiterConfig;
 use crate::diagnostics::{index, join, Diagnostics};
 
+use super::rate_limit::rate_limit;
 use super::reader::Reader;
 use super::suggest::Fields;
 
@@ -92,12 +95,7 @@ const BUILTIN: &[&str] = &[
 const LOGGING_ONLY: &[&str] = &["logging", "nginx_metrics"];
 
 /// Policies a later tollgate issue implements.
-const PLANNED: &[(&str, &str)] = &[
-    ("rate_limit", "issue 10"),
-    ("rate_limit_headers", "issue 10"),
-    ("caching", "issue 11"),
-    ("3scale_batcher", "issue 11"),
-];
+const PLANNED: &[(&str, &str)] = &[("caching", "issue 11"), ("3scale_batcher", "issue 11")];
 
 /// A policy's name without APIcast's built-in prefix: how chains and acceptances are compared.
 pub(super) fn short_name(name: &str) -> &str {
@@ -151,6 +149,10 @@ pub(super) struct Chain {
     pub(super) authorizes: bool,
     /// Policies the gateway does not run, by short name.
     pub(super) skipped: Vec<SkippedAt>,
+    /// The `rate_limit` policies' limiters, in chain order.
+    pub(super) limiters: Vec<LimiterConfig>,
+    /// A `rate_limit_headers` policy runs.
+    pub(super) rate_limit_headers: bool,
 }
 
 #[derive(Debug)]
@@ -179,6 +181,8 @@ pub(super) fn policy_chain(r: &mut Reader<'_, '_>, acceptance: &mut Acceptance) 
     let mut chain = Chain {
         authorizes: true,
         skipped: Vec::new(),
+        limiters: Vec::new(),
+        rate_limit_headers: false,
     };
     // No chain (or null): APIcast's default chain, the apicast policy alone.
     let Some(items) = r.array("policy_chain") else {
@@ -224,6 +228,19 @@ pub(super) fn policy_chain(r: &mut Reader<'_, '_>, acceptance: &mut Acceptance) 
         }
         if short == "apicast" {
             chain.authorizes = true;
+            continue;
+        }
+        if short == "rate_limit" {
+            let configuration = obj.get("configuration");
+            let at = join(&at, "configuration");
+            if rate_limit(configuration, &at, &mut chain.limiters, r.diags) {
+                r.failed = true;
+            }
+            continue;
+        }
+        if short == "rate_limit_headers" {
+            // Its configuration has no fields.
+            chain.rate_limit_headers = true;
             continue;
         }
         let skipped = SkippedAt {

@@ -1012,7 +1012,7 @@ fn policies_tollgate_cannot_run_are_errors_unless_accepted() {
         {"name": "apicast.policy.cors", "version": "builtin", "configuration": {}},
         {"name": "apicast", "version": "builtin", "configuration": {}},
         {"name": "caching", "configuration": {"caching_type": "resilient"}},
-        {"name": "rate_limit"},
+        {"name": "3scale_batcher"},
         {"name": "my_custom", "version": "1.0.0"},
         {"name": "logging", "configuration": {"enable_access_logs": false}},
         {"name": "ip_check", "enabled": false},
@@ -1031,7 +1031,7 @@ fn policies_tollgate_cannot_run_are_errors_unless_accepted() {
         &at(2),
         "not implemented by tollgate yet (planned: issue 11)",
     );
-    expect(&d, e, &at(3), "(planned: issue 10)");
+    expect(&d, e, &at(3), "(planned: issue 11)");
     expect(
         &d,
         e,
@@ -1054,7 +1054,7 @@ fn policies_tollgate_cannot_run_are_errors_unless_accepted() {
         accept_skipped_policies: vec![
             "apicast.policy.caching".into(),
             "cors".into(),
-            "rate_limit".into(),
+            "3scale_batcher".into(),
             "cros".into(),
         ],
     };
@@ -1074,7 +1074,7 @@ fn policies_tollgate_cannot_run_are_errors_unless_accepted() {
         [
             ("42", "cors"),
             ("42", "caching"),
-            ("42", "rate_limit"),
+            ("42", "3scale_batcher"),
             ("42", "my_custom"),
             ("42", "logging")
         ]
@@ -1239,4 +1239,324 @@ fn filter_configs_written_before_these_fields_still_load() {
         "services[0].authorization",
         "no 'apicast' policy",
     );
+}
+
+fn with_chain(chain: serde_json::Value) -> serde_json::Value {
+    let mut s = service();
+    s["proxy"]["policy_chain"] = chain;
+    json!({"services": [s]})
+}
+
+fn rate_limit_doc(configuration: serde_json::Value) -> serde_json::Value {
+    with_chain(json!([
+        {"name": "apicast"},
+        {"name": "rate_limit", "configuration": configuration},
+    ]))
+}
+
+const RL: &str = "services[0].proxy.policy_chain[1].configuration";
+
+#[test]
+fn rate_limit_policy_becomes_limiters() {
+    use crate::config::{
+        FixedWindowConfig, LimiterMode, LimiterScope, RatePeriod, TokenBucketConfig,
+        DEFAULT_LIMITER_MAX_KEYS,
+    };
+    let doc = rate_limit_doc(json!({
+        "leaky_bucket_limiters": [
+            {"key": {"name": "per_ip", "name_type": "liquid"}, "rate": 10, "burst": 5},
+            {"key": {"name": "{{ remote_addr }}", "name_type": "liquid", "scope": "global"},
+             "rate": 3, "burst": 0, "condition": {"operations": [], "combine_op": "and"}},
+        ],
+        "fixed_window_limiters": [
+            {"key": {"name": "{{ headers['X-User'] }}", "name_type": "liquid"}, "count": 0, "window": 60},
+            {"key": {"name": "u-{{headers[\"X-User\"]}}", "name_type": "liquid"}, "count": 7, "window": 0},
+            {"key": {"name": "{{ headers.X-Api }}", "name_type": "liquid", "scope": "service"}, "count": 8},
+            {"key": {"name": "plain name", "scope": "global"}, "count": 9, "window": 3600},
+            {"key": {"name": "plain name"}, "count": 1, "window": 1},
+            {"key": {"name": "plain-name"}, "count": 2, "window": 1},
+        ],
+        "limits_exceeded_error": {"status_code": "503", "error_handling": "log"},
+    }));
+    let d = diags(&doc);
+    assert!(d.iter().all(|x| x.0 != Severity::Error), "{d:#?}");
+    let c = config(&doc);
+    let s = &c.services[0];
+    assert!(!s.rate_limit_headers);
+    let got: Vec<_> = s
+        .limiters
+        .iter()
+        .map(|l| {
+            assert_eq!(l.counts, "requests");
+            assert_eq!(l.mode, LimiterMode::ReportOnly);
+            assert_eq!(l.status, Some(503));
+            assert_eq!(l.max_keys, DEFAULT_LIMITER_MAX_KEYS);
+            (
+                l.name.as_str(),
+                l.key.as_str(),
+                l.scope,
+                l.token_bucket,
+                l.fixed_window,
+            )
+        })
+        .collect();
+    let tb = |rate, burst| {
+        Some(TokenBucketConfig {
+            rate,
+            per: RatePeriod::Second,
+            burst,
+        })
+    };
+    let fw = |count, window_seconds| {
+        Some(FixedWindowConfig {
+            count,
+            window_seconds,
+        })
+    };
+    use LimiterScope::{Global, Service};
+    assert_eq!(
+        got,
+        [
+            ("leaky_bucket_per_ip", "service", Service, tb(10, 6), None),
+            (
+                "leaky_bucket____remote_addr___",
+                "client_address",
+                Global,
+                tb(3, 1),
+                None
+            ),
+            (
+                "fixed_window____headers__X-User_____",
+                "header:x-user",
+                Service,
+                None,
+                fw(0, 60)
+            ),
+            (
+                "fixed_window_u-__headers__X-User____",
+                "header:x-user",
+                Service,
+                None,
+                fw(7, 1)
+            ),
+            (
+                "fixed_window____headers_X-Api___",
+                "header:x-api",
+                Service,
+                None,
+                fw(8, 1)
+            ),
+            (
+                "fixed_window_plain_name",
+                "service",
+                Global,
+                None,
+                fw(9, 3600)
+            ),
+            (
+                "fixed_window_plain_name_2",
+                "service",
+                Service,
+                None,
+                fw(1, 1)
+            ),
+            (
+                "fixed_window_plain-name",
+                "service",
+                Service,
+                None,
+                fw(2, 1)
+            ),
+        ]
+    );
+}
+
+#[test]
+fn rate_limit_defaults_long_names_and_headers_policy() {
+    use crate::config::LimiterMode;
+    let long = "k".repeat(80);
+    let doc = with_chain(json!([
+        {"name": "apicast"},
+        {"name": "rate_limit", "configuration": {
+            "fixed_window_limiters": [
+                {"key": {"name": long}, "count": 1},
+                {"key": {"name": long}, "count": 2},
+            ],
+        }},
+        {"name": "apicast.policy.rate_limit", "configuration": {
+            "fixed_window_limiters": [{"key": {"name": long}, "count": 3}],
+            "limits_exceeded_error": {"status_code": 429},
+        }},
+        {"name": "rate_limit_headers", "configuration": {}},
+        {"name": "rate_limit", "enabled": false, "configuration": {
+            "fixed_window_limiters": [{"key": {"name": "off"}, "count": 3}],
+        }},
+    ]));
+    let c = config(&doc);
+    let s = &c.services[0];
+    assert!(s.rate_limit_headers);
+    assert!(c.skipped_policies.is_empty());
+    let names: Vec<_> = s.limiters.iter().map(|l| l.name.clone()).collect();
+    let base = format!("fixed_window_{}", "k".repeat(51));
+    assert_eq!(base.len(), 64);
+    assert_eq!(
+        names,
+        [
+            base.clone(),
+            format!("{}_2", &base[..62]),
+            format!("{}_3", &base[..62])
+        ]
+    );
+    assert_eq!(s.limiters[0].status, None);
+    assert_eq!(s.limiters[0].mode, LimiterMode::Enforce);
+    assert_eq!(s.limiters[2].status, Some(429));
+    // Without the policies: none.
+    let c = config(&json!({"services": [service()]}));
+    assert!(c.services[0].limiters.is_empty());
+    assert!(!c.services[0].rate_limit_headers);
+}
+
+#[test]
+fn rate_limit_warns_about_what_it_cannot_express() {
+    let w = Severity::Warning;
+    let doc = rate_limit_doc(json!({
+        "connection_limiters": [{"key": {"name": "c"}, "conn": 10, "burst": 5, "delay": 1}],
+        "leaky_bucket_limiters": [
+            {"key": {"name": "zero"}, "rate": 0, "burst": 1},
+            {"key": {"name": "{{ jwt.sub }}", "name_type": "liquid"}, "rate": 1},
+            {"key": {"name": "cond"}, "rate": 1, "condition": {"operations": [
+                {"left": "{{ uri }}", "left_type": "liquid", "op": "==", "right": "/a"}]}},
+            {"key": {"name": "kept"}, "rate": 1},
+        ],
+        "fixed_window_limiters": [
+            {"key": {"name": "{{ remote_addr | downcase }}", "name_type": "liquid"}, "count": 1},
+            {"key": {"name": "{{ remote_addr }}{{ host }}", "name_type": "liquid"}, "count": 1},
+            {"key": {"name": "{% if a %}x{% endif %}", "name_type": "liquid"}, "count": 1},
+        ],
+        "redis_url": "redis://localhost:6379/1",
+        "configuration_error": {"status_code": 500},
+    }));
+    let d = diags(&doc);
+    assert!(d.iter().all(|x| x.0 != Severity::Error), "{d:#?}");
+    expect(
+        &d,
+        w,
+        &format!("{RL}.connection_limiters[0]"),
+        "no connection limiters",
+    );
+    expect(
+        &d,
+        w,
+        &format!("{RL}.leaky_bucket_limiters[0].rate"),
+        "a rate of 0",
+    );
+    expect(
+        &d,
+        w,
+        &format!("{RL}.leaky_bucket_limiters[1].key.name"),
+        "left out",
+    );
+    expect(
+        &d,
+        w,
+        &format!("{RL}.leaky_bucket_limiters[2].condition"),
+        "condition",
+    );
+    for k in 0..3 {
+        expect(
+            &d,
+            w,
+            &format!("{RL}.fixed_window_limiters[{k}].key.name"),
+            "one {{ remote_addr }}",
+        );
+    }
+    expect(&d, w, &format!("{RL}.redis_url"), "not in Redis");
+    expect(
+        &d,
+        w,
+        &format!("{RL}.configuration_error"),
+        "configuration_error",
+    );
+    let c = config(&doc);
+    let names: Vec<_> = c.services[0]
+        .limiters
+        .iter()
+        .map(|l| l.name.as_str())
+        .collect();
+    assert_eq!(names, ["leaky_bucket_kept"]);
+    // An empty redis_url and no configuration_error: no warning.
+    let d = diags(&rate_limit_doc(json!({"redis_url": ""})));
+    assert!(d.iter().all(|x| !x.1.starts_with(RL)), "{d:#?}");
+}
+
+#[test]
+fn rate_limit_refuses_wrong_types_at_their_paths() {
+    let e = Severity::Error;
+    let w = Severity::Warning;
+    let doc = rate_limit_doc(json!({
+        "leaky_bucket_limiters": [
+            {"key": {"name": "a"}, "rate": "10"},
+            {"key": {"name": "b"}, "rate": 1.5},
+            {"key": {"name": "c"}, "rate": 1, "burst": -1},
+            {"key": {"name": "d"}},
+            {"rate": 1},
+            "nope",
+        ],
+        "fixed_window_limiters": {"key": {"name": "x"}, "count": 1},
+        "limits_exceeded_error": {"status_code": "many", "error_handlin": "log"},
+    }));
+    let d = diags(&doc);
+    let lb = format!("{RL}.leaky_bucket_limiters");
+    expect(
+        &d,
+        e,
+        &format!("{lb}[0].rate"),
+        "expected a number, found \"10\"",
+    );
+    expect(&d, e, &format!("{lb}[1].rate"), "expected an integer");
+    expect(&d, e, &format!("{lb}[2].burst"), "-1 is negative");
+    expect(&d, e, &format!("{lb}[3].rate"), "needs a rate");
+    expect(&d, e, &format!("{lb}[4].key"), "needs a key");
+    expect(
+        &d,
+        e,
+        &format!("{lb}[5]"),
+        "expected a limiter object, found a string",
+    );
+    expect(
+        &d,
+        e,
+        &format!("{RL}.fixed_window_limiters"),
+        "expected an array",
+    );
+    expect(
+        &d,
+        e,
+        &format!("{RL}.limits_exceeded_error.status_code"),
+        "expected an integer",
+    );
+    expect(
+        &d,
+        w,
+        &format!("{RL}.limits_exceeded_error.error_handlin"),
+        "did you mean 'error_handling'?",
+    );
+    let d = diags(&rate_limit_doc(json!({
+        "leaky_bucket_limiter": [],
+        "limits_exceeded_error": {"status_code": 99},
+    })));
+    expect(
+        &d,
+        w,
+        &format!("{RL}.leaky_bucket_limiter"),
+        "did you mean 'leaky_bucket_limiters'?",
+    );
+    expect(
+        &d,
+        e,
+        &format!("{RL}.limits_exceeded_error.status_code"),
+        "not between 200 and 599",
+    );
+    let d = diags(&rate_limit_doc(json!("text")));
+    expect(&d, e, RL, "expected an object, found a string");
 }
