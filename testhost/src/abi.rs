@@ -624,6 +624,19 @@ fn set_shared_data(c: Cx<'_, '_>, kp: i32, kn: i32, vp: i32, vn: i32, cas: i32) 
     if matches!(current, Some(now) if cas != 0 && cas != now) {
         return Ok(CAS_MISMATCH);
     }
+    // A racing writer (`Host::race_shared_data`) rewrites the key first: same value, new CAS.
+    if cas != 0 && current.is_some() && sh.races > 0 {
+        sh.races -= 1;
+        let bumped = sh.next_cas();
+        if let Some((_, c)) = sh
+            .data
+            .get_mut(&st.config.vm_id)
+            .and_then(|m| m.get_mut(&key))
+        {
+            *c = bumped;
+        }
+        return Ok(CAS_MISMATCH);
+    }
     let next = sh.next_cas();
     sh.data
         .entry(st.config.vm_id.clone())

@@ -46,6 +46,9 @@
 //! - allocation counting: when the module exports [`ALLOCATIONS_EXPORT`]
 //!   (`tollgate_allocations() -> i64`), [`Stream::allocations`] is what it allocated for that
 //!   stream, over all the callbacks run for it, and [`VmRef::allocations`] the VM's total.
+//! - a racing writer ([`Host::race_shared_data`]): the next N conditional writes of shared
+//!   data lose a compare-and-swap, as if another worker wrote the key in between;
+//! - [`Host::restart_vm`]: a VM replaced by a fresh instance without a trap.
 
 mod abi;
 mod hostile;
@@ -1663,6 +1666,63 @@ impl Host {
             .entry(vm_id)
             .or_default()
             .insert(key.as_bytes().to_vec(), (value.to_vec(), cas));
+    }
+
+    /// A racing writer, for compare-and-swap tests: each of the next `n` calls of
+    /// `proxy_set_shared_data` with a non-zero CAS on a key that exists finds the key
+    /// rewritten between the module's get and its set, as another worker's write would leave
+    /// it (same value, a new CAS), and answers CAS_MISMATCH without writing. Calls with CAS 0
+    /// (unconditional) and calls creating a missing key are not raced and use none of `n`.
+    /// Replaces what is left of an earlier `n`.
+    pub fn race_shared_data(&self, n: u32) {
+        lock(&self.shared).races = n;
+    }
+
+    /// The races of [`Host::race_shared_data`] not yet lost.
+    pub fn races_left(&self) -> u32 {
+        lock(&self.shared).races
+    }
+
+    /// Restarts VM `index` (0 is main, worker `n` is `n + 1`, as [`Host::worker`] counts)
+    /// without a trap: a fresh instance of the module (new memory, the same shared store,
+    /// metrics and clock) is started and configured as Envoy does (`on_context_create`,
+    /// `on_vm_start`, `on_configure`), as FAIL_RELOAD does after a trap. Streams still open
+    /// on the old instance end with the failure policy's 503 and its pending calls are
+    /// dropped. Not counted in [`Host::reloads`].
+    pub fn restart_vm(&self, index: usize) -> Result<(), Error> {
+        let mut inner = self.inner.borrow_mut();
+        let Some(vm) = inner.vms.get_mut(index) else {
+            return Err(Error::Module(format!("no VM {index}")));
+        };
+        let generation = vm.generation;
+        let label = vm.label.clone();
+        let streams: Vec<StreamState> = vm
+            .store
+            .data_mut()
+            .streams
+            .drain()
+            .map(|(_, s)| s)
+            .collect();
+        lock(&self.shared)
+            .calls
+            .retain(|c| !(c.vm == index && c.generation == generation));
+        for mut s in streams {
+            if !s.view.finished {
+                let reply = failure_reply();
+                s.view.response = Some(reply.clone());
+                s.view.outcome = Outcome::LocalReply(reply);
+                s.view.finished = true;
+            }
+            inner.live.remove(&s.id);
+            inner.finished.insert(s.id, s.view);
+        }
+        let fresh = inner.start_vm(index, generation.wrapping_add(1), &label)?;
+        if let Some(slot) = inner.vms.get_mut(index) {
+            *slot = fresh;
+        }
+        drop(inner);
+        self.pump();
+        Ok(())
     }
 
     /// Items waiting in a queue of the host's vm_id.

@@ -103,6 +103,8 @@ pub struct Shared {
     /// Hostile mode's rules, and the answers they gave.
     pub hostile: Vec<Hostile>,
     pub hostile_answers: Vec<HostileAnswer>,
+    /// Races still to lose: see `Host::race_shared_data`.
+    pub races: u32,
 }
 
 impl Shared {
