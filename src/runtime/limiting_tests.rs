@@ -405,3 +405,67 @@ fn generate_filter_writes_every_default() {
     assert_eq!(limiter["max_keys"], 65_536);
     assert_eq!(written["services"][0]["rate_limit_headers"], false);
 }
+
+#[test]
+fn the_control_services_limit_headers_count_when_they_are_tighter() {
+    let rt = runtime_with(
+        json!([bucket("wide", "service", 1, "day", 100)]),
+        "threescale",
+        true,
+    );
+    let answer = |pairs_in: &[(&str, &str)]| {
+        let mut bytes = Vec::new();
+        pairs::encode(
+            pairs_in.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+            &mut bytes,
+        );
+        HeaderMap::parse(bytes).unwrap()
+    };
+    let (host, mut ws) = (FakeHost::default(), Workspace::new());
+    let headers_after = |ws: &mut Workspace, a: &HeaderMap| {
+        let mut flow = RequestFlow::new();
+        let action = flow.on_request_headers(
+            &rt,
+            ws,
+            request("/v1?user_key=a", &[]),
+            true,
+            host.effects(),
+        );
+        assert!(matches!(action, Action::Call(_)));
+        assert!(matches!(
+            flow.on_call_answer(&rt, Some(a), host.effects()),
+            Action::Forward(_)
+        ));
+        flow.on_response_headers()
+    };
+    // 3scale's limit is tighter: its numbers (remaining clamped at 0).
+    let h = headers_after(
+        &mut ws,
+        &answer(&[
+            (":status", "200"),
+            ("3scale-limit-max-value", "10"),
+            ("3scale-limit-remaining", "-2"),
+            ("3scale-limit-reset", "60"),
+        ]),
+    );
+    assert_eq!(
+        h,
+        vec![
+            ("ratelimit-limit", "10".to_owned()),
+            ("ratelimit-remaining", "0".to_owned()),
+            ("ratelimit-reset", "60".to_owned())
+        ]
+    );
+    // No reset (or 0): APIcast emits nothing for 3scale's; the local limiter's apply.
+    let h = headers_after(
+        &mut ws,
+        &answer(&[
+            (":status", "200"),
+            ("3scale-limit-max-value", "10"),
+            ("3scale-limit-remaining", "1"),
+            ("3scale-limit-reset", "0"),
+        ]),
+    );
+    assert_eq!(h.first().map(|(_, v)| v.as_str()), Some("100"));
+    assert_eq!(h.get(1).map(|(_, v)| v.as_str()), Some("98"));
+}
