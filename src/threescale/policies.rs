@@ -132,15 +132,20 @@ impl Acceptance {
     /// Warns about every accepted name no chain had (a typo, most likely).
     pub(super) fn report_unused(&self, diags: &mut Diagnostics) {
         for (name, at, _) in self.names.iter().filter(|(_, _, used)| !used) {
-            diags.warning(
-                at.clone(),
+            let message = if RUN.contains(&name.as_str()) {
+                format!("policy '{name}' is accepted as skipped, but tollgate runs it: nothing is skipped")
+            } else {
                 format!(
                     "policy '{name}' is accepted as skipped, but no service's policy_chain has it"
-                ),
-            );
+                )
+            };
+            diags.warning(at.clone(), message);
         }
     }
 }
+
+/// The policies tollgate runs: accepting one as skipped skips nothing.
+const RUN: [&str; 3] = ["apicast", "rate_limit", "rate_limit_headers"];
 
 /// What a service's chain means for the gateway.
 #[derive(Debug)]

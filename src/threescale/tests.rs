@@ -1056,6 +1056,7 @@ fn policies_tollgate_cannot_run_are_errors_unless_accepted() {
             "cors".into(),
             "3scale_batcher".into(),
             "cros".into(),
+            "rate_limit".into(),
         ],
     };
     let mut doc = doc;
@@ -1091,6 +1092,12 @@ fn policies_tollgate_cannot_run_are_errors_unless_accepted() {
         w,
         "",
         "policy 'cros' is accepted as skipped, but no service's policy_chain has it",
+    );
+    expect(
+        &d,
+        w,
+        "",
+        "policy 'rate_limit' is accepted as skipped, but tollgate runs it: nothing is skipped",
     );
     assert_eq!(
         d.iter()
