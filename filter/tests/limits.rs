@@ -39,19 +39,14 @@ fn window(count: u64, seconds: u64) -> String {
 
 /// SendGrid's FilterConfig with `limiters` on its service.
 fn config(limiters: &[String], rate_limit_headers: bool) -> Vec<u8> {
-    let config = String::from_utf8(sendgrid_filter_config()).unwrap();
-    let anchor = "\"authorization\": \"threescale\",";
-    assert!(config.contains(anchor));
-    config
-        .replacen(
-            anchor,
-            &format!(
-                "{anchor} \"limiters\": [{}], \"rate_limit_headers\": {rate_limit_headers},",
-                limiters.join(",")
-            ),
-            1,
-        )
-        .into_bytes()
+    let mut config: serde_json::Value = serde_json::from_slice(&sendgrid_filter_config()).unwrap();
+    let limiters: Vec<serde_json::Value> = limiters
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    config["services"][0]["limiters"] = serde_json::Value::Array(limiters);
+    config["services"][0]["rate_limit_headers"] = serde_json::Value::Bool(rate_limit_headers);
+    serde_json::to_vec_pretty(&config).unwrap()
 }
 
 fn limited_host(limiters: &[String], headers: bool, workers: usize) -> Host {
