@@ -63,13 +63,62 @@ pub(super) enum LimitVerdict {
     },
 }
 
-/// Buffers the step reuses across requests.
+/// Buffers the step reuses across requests, and what this worker learnt about keys that
+/// are spent.
 #[derive(Debug, Default)]
 pub(super) struct LimitBuffers {
     key: Vec<u8>,
     address: Vec<u8>,
     /// `(limiter, slot, cost)` taken so far by this request, to give back on a refusal.
     taken: Vec<(usize, u32, u64)>,
+    spent: SpentKeys,
+}
+
+/// Keys this worker found spent, and until when at least: a request for one is refused
+/// without reading the shared store, as reading it would refuse it too. Only time refills a
+/// key; a refund (a refusal by a later limiter) can refill one early, and then this worker
+/// refuses a little longer than the store would: stricter, never looser.
+///
+/// Direct-mapped by the hash of the store key, [`SPENT_ENTRIES`] entries: a fixed size
+/// whatever the key space, and a key pushed out is read from the store again.
+#[derive(Debug, Default)]
+struct SpentKeys {
+    /// `(store-key hash, until_nanos)`; empty until the first refusal.
+    entries: Vec<(u64, u64)>,
+}
+
+/// Entries of a worker's [`SpentKeys`] (16 bytes each).
+pub const SPENT_ENTRIES: usize = 1024;
+
+impl SpentKeys {
+    fn tag(key: &[u8]) -> u64 {
+        use std::hash::BuildHasher;
+        // Never 0, so an empty entry never matches.
+        foldhash::fast::FixedState::with_seed(0x0073_7065_6e74).hash_one(key) | 1
+    }
+
+    /// Seconds to wait, if `key` is known spent at `now`.
+    fn lookup(&self, key: &[u8], now: u64) -> Option<u64> {
+        let tag = Self::tag(key);
+        let &(found, until) = self.entries.get((tag as usize) % SPENT_ENTRIES)?;
+        // `until` is a lower bound of when the store would admit: a second more at most.
+        (found == tag && now < until).then(|| (until - now).div_ceil(1_000_000_000) + 1)
+    }
+
+    /// `key` was refused at `now`, admitted again in `retry_after_secs` (rounded up).
+    fn remember(&mut self, key: &[u8], now: u64, retry_after_secs: u64) {
+        if retry_after_secs <= 1 {
+            return;
+        }
+        if self.entries.is_empty() {
+            self.entries.resize(SPENT_ENTRIES, (0, 0));
+        }
+        let tag = Self::tag(key);
+        let until = now.saturating_add((retry_after_secs - 1).saturating_mul(1_000_000_000));
+        if let Some(entry) = self.entries.get_mut((tag as usize) % SPENT_ENTRIES) {
+            *entry = (tag, until);
+        }
+    }
 }
 
 enum Taken {
@@ -102,7 +151,19 @@ pub(super) fn check(
             limiter.slot(value)
         };
         limiter.store_key(slot, &mut buffers.key);
-        let taken = take(effects.store, &buffers.key, limiter, now, cost);
+        let taken = match buffers.spent.lookup(&buffers.key, now) {
+            Some(retry_after_secs) => Taken::Limited { retry_after_secs },
+            None => {
+                let taken = take(effects.store, &buffers.key, limiter, now, cost);
+                // A request of cost 1 refused: every request for this key is, until then.
+                if let Taken::Limited { retry_after_secs } = taken {
+                    if cost == 1 && retry_after_secs != u64::MAX {
+                        buffers.spent.remember(&buffers.key, now, retry_after_secs);
+                    }
+                }
+                taken
+            }
+        };
         let capacity = limiter.limit().capacity();
         let report_only = limiter.mode() == LimiterMode::ReportOnly;
         let refused = match taken {

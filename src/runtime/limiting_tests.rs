@@ -469,3 +469,32 @@ fn the_control_services_limit_headers_count_when_they_are_tighter() {
     assert_eq!(h.first().map(|(_, v)| v.as_str()), Some("100"));
     assert_eq!(h.get(1).map(|(_, v)| v.as_str()), Some("98"));
 }
+
+#[test]
+fn a_spent_key_is_refused_without_reading_the_store_until_it_may_refill() {
+    let rt = runtime(json!([bucket("b", "service", 1, "hour", 2)]));
+    let (host, mut ws) = (FakeHost::default(), Workspace::new());
+    assert_eq!(admitted(&rt, &host, &mut ws, 3, "a"), 2);
+    // From now on a store that refuses would mean `Retry-After: 1` (contended): this worker
+    // knows the key is spent and answers with the real wait, without asking the store.
+    host.store.refuse(Some(10));
+    assert_eq!(
+        send(&rt, &host, &mut ws, "/v1?user_key=a", &[]),
+        Err((429, Some(3600)))
+    );
+    host.clock.advance_millis(1_800_000);
+    assert_eq!(
+        send(&rt, &host, &mut ws, "/v1?user_key=a", &[]),
+        Err((429, Some(1800)))
+    );
+    // Once the key may have refilled, the store decides again.
+    host.store.refuse(None);
+    host.clock.advance_millis(1_800_000);
+    assert_eq!(admitted(&rt, &host, &mut ws, 3, "a"), 1);
+    // Another worker (workspace) reads the store itself.
+    let mut other = Workspace::new();
+    assert_eq!(
+        send(&rt, &host, &mut other, "/v1?user_key=a", &[]),
+        Err((429, Some(3600)))
+    );
+}
