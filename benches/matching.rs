@@ -421,6 +421,8 @@ fn service_config(rules: &[RuleSpec]) -> FilterConfig {
         mapping_rules: rules.iter().map(|r| r.config.clone()).collect(),
         limiters: Vec::new(),
         rate_limit_headers: false,
+        cache: Default::default(),
+        batching: None,
     }])
 }
 

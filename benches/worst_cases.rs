@@ -136,6 +136,8 @@ fn service_config(rules: Vec<MappingRuleConfig>, line_max: u32) -> FilterConfig 
         mapping_rules: rules,
         limiters: Vec::new(),
         rate_limit_headers: false,
+        cache: Default::default(),
+        batching: None,
     }]);
     config.request_line_max_bytes = line_max;
     config

@@ -68,6 +68,10 @@ pub enum ServiceField {
     Rules,
     /// A field of `limiters[k]` (`None`: the limiter as a whole).
     Limiter(usize, Option<&'static str>),
+    /// A field of `cache`.
+    Cache(&'static str),
+    /// A field of `batching`.
+    Batching(&'static str),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +147,8 @@ impl SourcePaths for FilterConfigPaths {
                     ServiceField::Rules => "mapping_rules".into(),
                     ServiceField::Limiter(k, None) => format!("limiters[{k}]"),
                     ServiceField::Limiter(k, Some(f)) => format!("limiters[{k}].{f}"),
+                    ServiceField::Cache(f) => format!("cache.{f}"),
+                    ServiceField::Batching(f) => format!("batching.{f}"),
                 };
                 format!("{base}.{tail}")
             }

@@ -134,6 +134,110 @@ pub struct ServiceConfig {
     /// `rate_limit_headers` policy). Absent in documents written before it existed.
     #[serde(default)]
     pub rate_limit_headers: bool,
+    /// How authorizations are cached and what happens when the control service fails
+    /// (APIcast's Caching policy). Absent in documents written before it existed: the
+    /// defaults, a strict cache with reports sent after each cached request.
+    #[serde(default)]
+    pub cache: CacheConfig,
+    /// `null`: every request's usage goes out in an authrep (cached requests' afterwards).
+    /// Set: APIcast's 3scale Batcher: authorize answers are cached and usage is reported in
+    /// batches. Absent in documents written before it existed.
+    #[serde(default)]
+    pub batching: Option<BatchingConfig>,
+}
+
+/// How long an authorized answer stands before a request waits for a fresh one.
+pub const DEFAULT_CACHE_TTL_SECONDS: u32 = 60;
+/// How long a denial is remembered, so a flood of one bad key costs one call.
+pub const DEFAULT_DENIED_TTL_SECONDS: u32 = 5;
+/// Bound on the keys (service, credentials, usage) one service's cache keeps.
+pub const DEFAULT_CACHE_MAX_KEYS: u32 = 10_000;
+/// The largest `max_keys` and `max_pending` accepted.
+pub const MAX_CACHE_MAX_KEYS: u32 = 1 << 20;
+/// APIcast's 3scale Batcher defaults.
+pub const DEFAULT_AUTHS_TTL_SECONDS: u32 = 10;
+pub const DEFAULT_BATCH_REPORT_SECONDS: u32 = 10;
+/// Bound on the applications whose usage waits for the next batch, per service.
+pub const DEFAULT_MAX_PENDING: u32 = 4096;
+
+/// A service's authorization cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    pub mode: CacheMode,
+    /// An authorized answer is used this long without a fresh one (authrep reporting: after
+    /// that a request waits again; `resilient` and `allow` still fall back to it).
+    pub ttl_seconds: u32,
+    /// A denial (credentials refused, limits exceeded) is remembered this long; 0: not at
+    /// all, as APIcast. A limits denial also ends when its period resets.
+    pub denied_ttl_seconds: u32,
+    /// Keys hash into this many slots; a denial never displaces an authorization.
+    pub max_keys: u32,
+    /// At most one background authrep per key in flight per worker; usage that arrives
+    /// meanwhile is summed into the next (authrep reporting only).
+    pub coalesce_reports: bool,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            mode: CacheMode::Strict,
+            ttl_seconds: DEFAULT_CACHE_TTL_SECONDS,
+            denied_ttl_seconds: DEFAULT_DENIED_TTL_SECONDS,
+            max_keys: DEFAULT_CACHE_MAX_KEYS,
+            coalesce_reports: false,
+        }
+    }
+}
+
+/// APIcast's `caching_type`: what an answer does to the cache, and what a failure of the
+/// control service (no answer, a timeout, 5xx, garbage) means for the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheMode {
+    /// Only authorizations are kept; a failure evicts the key and denies.
+    #[default]
+    Strict,
+    /// The last answer stands through failures.
+    Resilient,
+    /// As resilient, and a key never seen is admitted during a failure (not one last denied).
+    Allow,
+    /// No cache: every request waits for the control service.
+    None,
+}
+
+impl CacheMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheMode::Strict => "strict",
+            CacheMode::Resilient => "resilient",
+            CacheMode::Allow => "allow",
+            CacheMode::None => "none",
+        }
+    }
+}
+
+/// APIcast's 3scale Batcher: `authorize` answers cached for `auths_ttl_seconds`, usage summed
+/// per application and reported with `POST /transactions.xml` every `batch_report_seconds` by
+/// one worker of the whole Envoy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchingConfig {
+    pub auths_ttl_seconds: u32,
+    pub batch_report_seconds: u32,
+    /// Applications whose usage waits for the next report, at most (slots); usage that finds
+    /// no slot is dropped, counted (`tollgate.batch.dropped`) and logged.
+    pub max_pending: u32,
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
+        Self {
+            auths_ttl_seconds: DEFAULT_AUTHS_TTL_SECONDS,
+            batch_report_seconds: DEFAULT_BATCH_REPORT_SECONDS,
+            max_pending: DEFAULT_MAX_PENDING,
+        }
+    }
 }
 
 /// Bound on the keys one limiter keeps: keys hash into this many slots.

@@ -21,7 +21,7 @@ use crate::service::{normalize_host, HostIndex, MAX_HOST_LEN};
 use crate::url::HttpUrl;
 
 use super::gateway::NO_CONTROL_SERVICE;
-use super::limiter;
+use super::{cache, limiter};
 use super::service::{Metric, Service, ServiceErrors, Upstream};
 use super::Compiled;
 
@@ -567,7 +567,22 @@ fn compile_service(
         paths,
         diags,
     );
+    let cache = cache::compile_cache(
+        &svc.cache,
+        svc.batching.as_ref(),
+        &cache::CacheContext {
+            service: i,
+            service_id: &svc.id,
+            secret: svc
+                .control_service_auth
+                .as_ref()
+                .map_or("", |a| a.value.expose()),
+        },
+        paths,
+        diags,
+    );
     let limiters = limiters.filter(|_| ok)?;
+    let cache = cache?;
     let credentials = CredentialSource::new(svc.backend_version, &svc.credentials);
     let auth = svc.control_service_auth.as_ref();
     Some(Service {
@@ -598,6 +613,7 @@ fn compile_service(
         metrics,
         limiters,
         rate_limit_headers: svc.rate_limit_headers,
+        cache,
         service_params: backend::service_params(
             &svc.id,
             auth.map(|a| (a.kind.param(), a.value.expose())),

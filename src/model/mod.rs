@@ -2,6 +2,7 @@
 //! settings. Only [`compile`] makes one, so a [`Compiled`] is always a configuration that
 //! passed every check; its fields are read through methods.
 
+pub mod cache;
 pub mod compiler;
 pub mod decision;
 pub mod gateway;

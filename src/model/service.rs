@@ -11,6 +11,7 @@ use crate::rules::RuleSet;
 use crate::url::HttpUrl;
 
 use super::decision::{Outcome, Reply, Response};
+use super::cache::CachePolicy;
 use super::limiter::Limiter;
 
 /// An error answer, ready to send.
@@ -114,6 +115,8 @@ pub struct Service {
     pub(super) limiters: Box<[Limiter]>,
     /// Whether responses carry `RateLimit-*` headers.
     pub(super) rate_limit_headers: bool,
+    /// How authorizations are cached and usage reported.
+    pub(super) cache: CachePolicy,
     /// `service_id=…&<auth>=…`, encoded once.
     pub(super) service_params: String,
 }
@@ -214,6 +217,11 @@ impl Service {
     /// Whether responses carry `RateLimit-Limit`, `-Remaining` and `-Reset`.
     pub fn rate_limit_headers(&self) -> bool {
         self.rate_limit_headers
+    }
+
+    /// How this service's authorizations are cached and its usage reported.
+    pub fn cache(&self) -> &CachePolicy {
+        &self.cache
     }
 
     pub fn error(&self, kind: ErrorKind) -> &ErrorResponse {

@@ -15,9 +15,10 @@ use crate::config::location::{
     CredentialName, ErrorField, ErrorKind, Loc, RuleField, ServiceField, SourcePaths,
 };
 use crate::config::{
-    Authorization, BackendEndpoint, BackendVersion, ControlServiceAuth, ControlServiceAuthKind,
-    CredentialsConfig, CredentialsLocation, ErrorResponseConfig, ErrorsConfig, FilterConfig,
-    LimiterConfig, MappingRuleConfig, Secret, ServiceConfig, SkippedPolicy, UpstreamConfig,
+    Authorization, BackendEndpoint, BackendVersion, BatchingConfig, CacheConfig,
+    ControlServiceAuth, ControlServiceAuthKind, CredentialsConfig, CredentialsLocation,
+    ErrorResponseConfig, ErrorsConfig, FilterConfig, LimiterConfig, MappingRuleConfig, Secret,
+    ServiceConfig, SkippedPolicy, UpstreamConfig,
 };
 use crate::diagnostics::{index, join, Diagnostics};
 
@@ -118,7 +119,9 @@ impl SourcePaths for ThreescalePaths {
                     ServiceField::Rules => "proxy.proxy_rules".into(),
                     // Limiters come from the policy chain's `rate_limit` policies; their
                     // problems are reported where they are translated.
-                    ServiceField::Limiter(..) => "proxy.policy_chain".into(),
+                    ServiceField::Limiter(..)
+                    | ServiceField::Cache(_)
+                    | ServiceField::Batching(_) => "proxy.policy_chain".into(),
                 };
                 let has_proxy = self.services.get(i).is_some_and(|s| s.proxy);
                 if tail.starts_with("proxy.") && !has_proxy {
@@ -604,6 +607,8 @@ fn service_config(
             mapping_rules: proxy.rules,
             limiters: proxy.limiters,
             rate_limit_headers: proxy.rate_limit_headers,
+            cache: proxy.cache,
+            batching: proxy.batching,
         },
         Sources {
             rules: proxy.rule_sources,
@@ -624,6 +629,8 @@ struct Proxy {
     skipped: Vec<policies::SkippedAt>,
     limiters: Vec<LimiterConfig>,
     rate_limit_headers: bool,
+    cache: CacheConfig,
+    batching: Option<BatchingConfig>,
     backend: BackendEndpoint,
     credentials: CredentialsConfig,
     upstream: UpstreamConfig,
@@ -880,6 +887,8 @@ fn proxy_config(
         skipped: chain.skipped,
         limiters: chain.limiters,
         rate_limit_headers: chain.rate_limit_headers,
+        cache: chain.cache,
+        batching: chain.batching,
         backend,
         credentials,
         upstream,

@@ -20,7 +20,7 @@
 
 use serde_json::Value;
 
-use crate::config::LimiterConfig;
+use crate::config::{BatchingConfig, CacheConfig, LimiterConfig};
 use crate::diagnostics::{index, join, Diagnostics};
 
 use super::rate_limit::rate_limit;
@@ -158,6 +158,10 @@ pub(super) struct Chain {
     pub(super) limiters: Vec<LimiterConfig>,
     /// A `rate_limit_headers` policy runs.
     pub(super) rate_limit_headers: bool,
+    /// The `caching` policy's mode (the default cache without one).
+    pub(super) cache: CacheConfig,
+    /// A `3scale_batcher` policy runs.
+    pub(super) batching: Option<BatchingConfig>,
 }
 
 #[derive(Debug)]
@@ -188,6 +192,8 @@ pub(super) fn policy_chain(r: &mut Reader<'_, '_>, acceptance: &mut Acceptance) 
         skipped: Vec::new(),
         limiters: Vec::new(),
         rate_limit_headers: false,
+        cache: CacheConfig::default(),
+        batching: None,
     };
     // No chain (or null): APIcast's default chain, the apicast policy alone.
     let Some(items) = r.array("policy_chain") else {
