@@ -45,7 +45,9 @@ impl CachePolicy {
 
     /// How long an authorization is used without a fresh answer: `auths_ttl` when batching.
     pub fn ttl_ns(&self) -> u64 {
-        self.batching.as_ref().map_or(self.ttl_ns, |b| b.auths_ttl_ns)
+        self.batching
+            .as_ref()
+            .map_or(self.ttl_ns, |b| b.auths_ttl_ns)
     }
 
     /// How long a denial is remembered: `auths_ttl` when batching (APIcast's batcher caches

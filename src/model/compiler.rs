@@ -21,9 +21,9 @@ use crate::service::{normalize_host, HostIndex, MAX_HOST_LEN};
 use crate::url::HttpUrl;
 
 use super::gateway::NO_CONTROL_SERVICE;
-use super::{cache, limiter};
 use super::service::{Metric, Service, ServiceErrors, Upstream};
 use super::Compiled;
+use super::{cache, limiter};
 
 /// The longest control-service timeout accepted.
 pub const MAX_CONTROL_SERVICE_TIMEOUT_MS: u32 = 60_000;

@@ -10,8 +10,8 @@ use crate::index::{MetricIndex, RuleIndex, ServiceIndex};
 use crate::rules::RuleSet;
 use crate::url::HttpUrl;
 
-use super::decision::{Outcome, Reply, Response};
 use super::cache::CachePolicy;
+use super::decision::{Outcome, Reply, Response};
 use super::limiter::Limiter;
 
 /// An error answer, ready to send.

@@ -7,8 +7,8 @@ use std::fmt;
 use hashbrown::HashMap;
 
 use super::seams::{
-    Clock, Counters, Effects, Level, LimitOutcome, Log, Peer, SharedStore, StoreError, Stored,
-    Swap, Timestamp, Version,
+    BatchEvent, CacheEvent, Clock, Counters, Effects, Level, LimitOutcome, Log, Peer, SharedStore,
+    StoreError, Stored, Swap, Timestamp, Version,
 };
 use crate::decision::Outcome;
 use crate::index::ServiceIndex;
@@ -46,6 +46,8 @@ impl Clock for FakeClock {
 pub struct FakeCounters {
     counted: RefCell<Vec<Outcome>>,
     limiters: RefCell<Vec<(ServiceIndex, usize, LimitOutcome)>>,
+    cache: RefCell<Vec<CacheEvent>>,
+    batch: RefCell<Vec<(BatchEvent, u64)>>,
 }
 
 impl FakeCounters {
@@ -57,6 +59,26 @@ impl FakeCounters {
     pub fn limiter_outcomes(&self) -> Vec<(ServiceIndex, usize, LimitOutcome)> {
         self.limiters.borrow().clone()
     }
+
+    /// Every cache event counted, in order.
+    pub fn cache_events(&self) -> Vec<CacheEvent> {
+        self.cache.borrow().clone()
+    }
+
+    /// How many times `event` was counted.
+    pub fn cache_count(&self, event: CacheEvent) -> usize {
+        self.cache.borrow().iter().filter(|e| **e == event).count()
+    }
+
+    /// The sum of every `event` counted by batched reporting.
+    pub fn batch_total(&self, event: BatchEvent) -> u64 {
+        self.batch
+            .borrow()
+            .iter()
+            .filter(|(e, _)| *e == event)
+            .map(|(_, n)| n)
+            .sum()
+    }
 }
 
 impl Counters for FakeCounters {
@@ -66,6 +88,14 @@ impl Counters for FakeCounters {
 
     fn limiter(&self, service: ServiceIndex, limiter: usize, outcome: LimitOutcome) {
         self.limiters.borrow_mut().push((service, limiter, outcome));
+    }
+
+    fn cache(&self, event: CacheEvent) {
+        self.cache.borrow_mut().push(event);
+    }
+
+    fn batch(&self, event: BatchEvent, n: u64) {
+        self.batch.borrow_mut().push((event, n));
     }
 }
 

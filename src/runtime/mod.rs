@@ -13,10 +13,13 @@
 //!                                       / on_call_failed  └─ refused or unavailable ─▶ Reply
 //! ```
 
+pub mod batch;
+pub mod cache;
 pub mod fakes;
 pub mod limiting;
 #[cfg(test)]
 mod limiting_tests;
+pub mod outbox;
 pub mod seams;
 #[cfg(test)]
 mod tests;

@@ -23,6 +23,108 @@ pub trait Counters {
     /// `tollgate.limiter.<service>.<limiter>.<outcome>`); `limiter` is its position in
     /// [`crate::Service::limiters`].
     fn limiter(&self, service: ServiceIndex, limiter: usize, outcome: LimitOutcome);
+    /// What the authorization cache did (Envoy: `tollgate.cache.<event>`).
+    fn cache(&self, event: CacheEvent);
+    /// What batched reporting did, `n` times (Envoy: `tollgate.batch.<event>`).
+    fn batch(&self, event: BatchEvent, n: u64);
+}
+
+/// What the authorization cache did for one request or answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheEvent {
+    /// Answered from a fresh cached authorization, without waiting.
+    Hit,
+    /// Answered from a cached denial, without waiting.
+    DeniedHit,
+    /// Waited for the control service (the first request of its key in this worker).
+    Miss,
+    /// Waited for a call another request of the same key had already made.
+    Joined,
+    /// The control service failed and a stale answer stood (`resilient`, `allow`).
+    Stale,
+    /// The control service failed and a key never seen was admitted (`allow`).
+    Assumed,
+    /// A background authrep went out after a cached request.
+    Report,
+    /// A cached request's usage was summed into a background authrep already queued.
+    Coalesced,
+    /// A key too long to cache: the request waited, as without a cache.
+    Uncacheable,
+}
+
+impl CacheEvent {
+    pub const ALL: [CacheEvent; 9] = [
+        CacheEvent::Hit,
+        CacheEvent::DeniedHit,
+        CacheEvent::Miss,
+        CacheEvent::Joined,
+        CacheEvent::Stale,
+        CacheEvent::Assumed,
+        CacheEvent::Report,
+        CacheEvent::Coalesced,
+        CacheEvent::Uncacheable,
+    ];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CacheEvent::Hit => "hit",
+            CacheEvent::DeniedHit => "denied_hit",
+            CacheEvent::Miss => "miss",
+            CacheEvent::Joined => "joined",
+            CacheEvent::Stale => "stale",
+            CacheEvent::Assumed => "assumed",
+            CacheEvent::Report => "report",
+            CacheEvent::Coalesced => "coalesced",
+            CacheEvent::Uncacheable => "uncacheable",
+        }
+    }
+}
+
+/// What batched reporting did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchEvent {
+    /// Requests whose usage was added to a pending batch.
+    Queued,
+    /// Requests whose usage found no slot (the `max_pending` bound) and was dropped.
+    Dropped,
+    /// Report POSTs the control service accepted.
+    Flushed,
+    /// Transactions (application × interval) those POSTs carried.
+    Transactions,
+    /// Report POSTs that failed (their usage went back to the batch).
+    FlushFailed,
+    /// This VM took the flusher lease.
+    LeaseTaken,
+}
+
+impl BatchEvent {
+    pub const ALL: [BatchEvent; 6] = [
+        BatchEvent::Queued,
+        BatchEvent::Dropped,
+        BatchEvent::Flushed,
+        BatchEvent::Transactions,
+        BatchEvent::FlushFailed,
+        BatchEvent::LeaseTaken,
+    ];
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BatchEvent::Queued => "queued",
+            BatchEvent::Dropped => "dropped",
+            BatchEvent::Flushed => "flushed",
+            BatchEvent::Transactions => "transactions",
+            BatchEvent::FlushFailed => "flush_failed",
+            BatchEvent::LeaseTaken => "lease_taken",
+        }
+    }
 }
 
 /// What a limiter did with one request it counts.
