@@ -8,6 +8,7 @@ pub mod echo;
 pub mod envoy;
 pub mod error;
 pub mod stack;
+pub mod tap;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
