@@ -378,6 +378,8 @@ fn transactions(body: &[u8]) -> (BTreeMap<String, u64>, Vec<String>) {
             "[usage][hits]" => {
                 assert!(hits.insert(index, v.parse().unwrap()).is_none(), "{keys:?}")
             }
+            // A report may date its transactions; nothing else belongs in one.
+            "[timestamp]" => {}
             other => panic!("unexpected transaction field {other} in {keys:?}"),
         }
     }
