@@ -21,7 +21,7 @@ const JSON: &str = "application/json";
 fn counters(host: &Host) -> Vec<(String, u64)> {
     host.metric_names()
         .into_iter()
-        .filter(|n| n.starts_with("tollgate."))
+        .filter(|n| n.starts_with("tollgate.") && !n.starts_with("tollgate.cache."))
         .map(|n| (n.clone(), host.metric(&n)))
         .filter(|(_, v)| *v > 0)
         .collect()

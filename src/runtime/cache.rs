@@ -20,7 +20,7 @@ use crate::index::{MetricIndex, ServiceIndex};
 use crate::model::cache::CachePolicy;
 use crate::model::Service;
 
-use super::seams::{CacheEvent, Effects, Level, SharedStore, Swap, Version, CREATE};
+use super::seams::{CacheEvent, Effects, Level, Swap, Version, CREATE};
 
 /// Keys longer than this are not cached: their requests wait, as without a cache. Bounds an
 /// entry (and so the store) whatever the client sends.
@@ -183,15 +183,20 @@ pub struct CacheBuffers {
 /// Looks `key` up; `None`: not cached (or unreadable).
 pub fn lookup(
     policy: &CachePolicy,
-    store: &dyn SharedStore,
+    effects: Effects<'_>,
     key: &[u8],
     hash: u64,
     buffers: &mut CacheBuffers,
 ) -> Option<Entry> {
     for slot in slots(policy, hash) {
         store_key(policy, slot, &mut buffers.store_key);
-        let Ok(Some(stored)) = store.get(&buffers.store_key) else {
-            continue;
+        let stored = match effects.store.get(&buffers.store_key) {
+            Ok(Some(stored)) => stored,
+            Ok(None) => continue,
+            Err(e) => {
+                refused(effects, e);
+                continue;
+            }
         };
         if let Some(found) = decode(&stored.value) {
             if found.key == key {
@@ -217,7 +222,7 @@ fn rank(slot: Option<&Slot<'_>>, now: u64) -> u8 {
 /// worker's write, which is as recent.
 pub fn store(
     policy: &CachePolicy,
-    store: &dyn SharedStore,
+    effects: Effects<'_>,
     key: &[u8],
     hash: u64,
     entry: Option<Entry>,
@@ -229,8 +234,9 @@ pub fn store(
     let mut own = None;
     for slot in slots(policy, hash) {
         store_key(policy, slot, &mut buffers.store_key);
-        let Ok(stored) = store.get(&buffers.store_key) else {
-            return;
+        let stored = match effects.store.get(&buffers.store_key) {
+            Ok(stored) => stored,
+            Err(e) => return refused(effects, e),
         };
         let version = stored.as_ref().map_or(CREATE, |s| s.version);
         let decoded = stored.as_ref().and_then(|s| decode(&s.value));
@@ -259,8 +265,23 @@ pub fn store(
     };
     store_key(policy, slot, &mut buffers.store_key);
     encode(key, entry, &mut buffers.value);
-    let _: Result<Swap, _> =
-        store.compare_and_swap(&buffers.store_key, &buffers.value, Some(version));
+    match effects
+        .store
+        .compare_and_swap(&buffers.store_key, &buffers.value, Some(version))
+    {
+        // Lost: another worker wrote the slot meanwhile, with an answer as recent.
+        Ok(Swap::Done | Swap::Lost) => {}
+        Err(e) => refused(effects, e),
+    }
+}
+
+/// The store refused a call: the cache is skipped (the request waits, or its answer is not
+/// kept), never the request.
+fn refused(effects: Effects<'_>, e: super::seams::StoreError) {
+    effects.log.log(
+        Level::Warn,
+        format_args!("the authorization cache is unavailable: {e}"),
+    );
 }
 
 /// What the answer to a key's call means for every request waiting on it, once the cache
@@ -300,7 +321,7 @@ pub fn settle(
                 fresh_until: fresh(policy.ttl_ns()),
                 reset_at: 0,
             };
-            store(policy, effects.store, key, hash, Some(e), now, buffers);
+            store(policy, effects, key, hash, Some(e), now, buffers);
             miss(answer)
         }
         ControlAnswer::Denied | ControlAnswer::LimitsExceeded { .. } => {
@@ -317,7 +338,7 @@ pub fn settle(
             let ttl = policy.denied_ttl_ns();
             let resilient = matches!(policy.mode(), CacheMode::Resilient | CacheMode::Allow);
             if ttl == 0 && !resilient {
-                store(policy, effects.store, key, hash, None, now, buffers);
+                store(policy, effects, key, hash, None, now, buffers);
             } else {
                 let mut until = fresh(ttl);
                 if reset_at > now {
@@ -328,12 +349,12 @@ pub fn settle(
                     fresh_until: until,
                     reset_at,
                 };
-                store(policy, effects.store, key, hash, Some(e), now, buffers);
+                store(policy, effects, key, hash, Some(e), now, buffers);
             }
             miss(answer)
         }
         ControlAnswer::Unavailable => {
-            let last = lookup(policy, effects.store, key, hash, buffers);
+            let last = lookup(policy, effects, key, hash, buffers);
             match (policy.mode(), last) {
                 (CacheMode::Resilient | CacheMode::Allow, Some(e)) => Settled {
                     answer: match e.kind {
@@ -354,7 +375,7 @@ pub fn settle(
                         fresh_until: fresh(policy.ttl_ns()),
                         reset_at: 0,
                     };
-                    store(policy, effects.store, key, hash, Some(e), now, buffers);
+                    store(policy, effects, key, hash, Some(e), now, buffers);
                     Settled {
                         answer: ControlAnswer::Authorized,
                         unreported: true,
@@ -363,7 +384,7 @@ pub fn settle(
                 }
                 (CacheMode::Strict | CacheMode::None, _) | (CacheMode::Resilient, None) => {
                     if policy.mode() == CacheMode::Strict {
-                        store(policy, effects.store, key, hash, None, now, buffers);
+                        store(policy, effects, key, hash, None, now, buffers);
                     }
                     miss(answer)
                 }

@@ -107,6 +107,15 @@ impl Workspace {
         !self.outbox.is_empty()
     }
 
+    /// The oldest queued call, to send.
+    pub fn pop_outgoing(&mut self) -> Option<Outgoing> {
+        if self.outbox.is_empty() {
+            None
+        } else {
+            Some(self.outbox.remove(0))
+        }
+    }
+
     /// The decision's working memory (the matched rules and usage of the last decision).
     pub fn decision(&self) -> &Scratch {
         &self.decision
@@ -550,9 +559,8 @@ impl RequestFlow {
                     if cache::write_key(service, &credentials, scratch.usage(), cache_key) {
                         let hash = cache::key_hash(policy, cache_key);
                         let now = effects.clock.now().as_nanos();
-                        let found =
-                            cache::lookup(policy, effects.store, cache_key, hash, cache_buffers)
-                                .filter(|e| e.is_fresh(now));
+                        let found = cache::lookup(policy, effects, cache_key, hash, cache_buffers)
+                            .filter(|e| e.is_fresh(now));
                         if let Some(entry) = found {
                             if debug_requested {
                                 self.response_headers.extend(service.debug_headers(
