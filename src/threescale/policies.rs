@@ -221,7 +221,8 @@ fn configuration<'a>(
             diags.warning(
                 at,
                 format!(
-                    "expected an object, found {}: APIcast reads no field from it, and neither                      does tollgate",
+                    "expected an object, found {}: APIcast reads no field from it, and neither \
+                     does tollgate",
                     kind_of(other)
                 ),
             );
@@ -264,7 +265,9 @@ fn caching(configuration_value: Option<&Value>, at: &str, diags: &mut Diagnostic
     diags.warning(
         join(at, "caching_type"),
         format!(
-            "{what}: APIcast logs an error and disables the cache, and so does tollgate              (cache mode none: every request waits for the control service). Expected strict,              resilient, allow or none"
+            "{what}: APIcast logs an error and disables the cache, and so does tollgate \
+             (cache mode none: every request waits for the control service). Expected strict, \
+             resilient, allow or none"
         ),
     );
     CacheMode::None
@@ -294,7 +297,9 @@ fn batcher(
                 r.warning(
                     key,
                     format!(
-                        "expected a positive whole number of seconds, found {}: APIcast's                          shared cache and timer misbehave with it (0 keeps answers forever,                          others fail), so tollgate uses the default, {default}",
+                        "expected a positive whole number of seconds, found {}: APIcast's \
+                         shared cache and timer misbehave with it (0 keeps answers forever, \
+                         others fail), so tollgate uses the default, {default}",
                         shown(v)
                     ),
                 );

@@ -1676,7 +1676,14 @@ fn a_missing_or_unknown_caching_type_disables_the_cache_with_a_warning() {
     // A policy without configuration at all, or a configuration that is not an object.
     let l = loaded_chain(json!([{"name": "apicast"}, {"name": "caching"}]));
     assert_eq!(first_service(&l).cache.mode, CacheMode::None);
-    expect(&all(&l), w, &field, "no caching_type");
+    let whole = "no caching_type: APIcast logs an error and disables the cache, and so does \
+                 tollgate (cache mode none: every request waits for the control service). \
+                 Expected strict, resilient, allow or none";
+    assert!(
+        all(&l).contains(&(w, field.clone(), whole.to_owned())),
+        "{:#?}",
+        all(&l)
+    );
     let l =
         loaded_chain(json!([{"name": "apicast"}, {"name": "caching", "configuration": "strict"}]));
     let d = all(&l);
@@ -1836,6 +1843,15 @@ fn batcher_values_that_are_not_positive_seconds_get_the_default_with_a_warning()
             assert!(!l.diagnostics.has_errors(), "{d:#?}");
         }
     }
+    let l = loaded_chain(json!([{"name": "3scale_batcher", "configuration": {"auths_ttl": 0}}]));
+    let whole = "expected a positive whole number of seconds, found a number: APIcast's shared \
+                 cache and timer misbehave with it (0 keeps answers forever, others fail), so \
+                 tollgate uses the default, 10";
+    assert!(
+        all(&l).contains(&(w, format!("{at}.auths_ttl"), whole.to_owned())),
+        "{:#?}",
+        all(&l)
+    );
     // Not an object: the defaults, with a warning.
     let l = loaded_chain(
         json!([{"name": "3scale_batcher", "configuration": [1]}, {"name": "apicast"}]),
