@@ -289,6 +289,12 @@ impl Service {
         );
     }
 
+    /// `service_id=…&service_token=…` (or `provider_key=…`), encoded: how every call to the
+    /// control service names the service (the batcher's report body starts with it).
+    pub(crate) fn service_params(&self) -> &str {
+        &self.service_params
+    }
+
     /// The secret-token header value for the upstream request, if the service has one.
     pub fn secret_token(&self) -> Option<&str> {
         self.upstream.secret_token.as_ref().map(|t| t.expose())
