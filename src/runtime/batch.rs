@@ -7,7 +7,8 @@
 //! - `<prefix>used<chunk>`: a bitmap of the slots that went from empty to used, so the
 //!   flusher reads `max_pending / 4096` keys instead of every slot;
 //! - `<prefix>next`: when the service is reported next, and how many reports failed in a row;
-//! - [`LEASE_KEY`]: which VM flushes, until when; [`VM_ID_KEY`]: the VM ids handed out.
+//! - [`LEASE_KEY`]`|<hash>`: which VM flushes a configuration's batched services, until
+//!   when (see [`lease_key`]); [`VM_ID_KEY`]: the VM ids handed out.
 //!
 //! Every value starts with a version byte; bytes that do not decode are never trusted and
 //! never make anything panic (a slot holding them is cleared by the next flush, reporting
@@ -36,7 +37,8 @@ pub const MAX_TRANSACTIONS_PER_REPORT: usize = 1000;
 /// A credential longer than this is not queued (its usage is dropped, counted and logged):
 /// it would make one slot, and one report, as large as a request header may be.
 pub const MAX_IDENTITY_BYTES: usize = 4096;
-/// Who flushes, for the whole Envoy: `(holder VM id, expires_at)`.
+/// Who flushes, for the whole Envoy: `(holder VM id, expires_at)`; followed by `|` and a
+/// hash of the batched services (see [`lease_key`]).
 pub const LEASE_KEY: &[u8] = b"tollgate.batch.v1|lease";
 /// The last VM id handed out.
 pub const VM_ID_KEY: &[u8] = b"tollgate.vm.v1|next_id";
@@ -360,12 +362,15 @@ enum DropReason {
     Refused,
     /// The credential is longer than [`MAX_IDENTITY_BYTES`], or the usage would not fit.
     TooLarge,
+    /// The service does not batch (a report's answer after a reconfiguration).
+    NotBatched,
 }
 
 impl DropReason {
     fn describe(self) -> &'static str {
         match self {
             DropReason::Full => "max_pending is full",
+            DropReason::NotBatched => "the service does not batch (any more)",
             DropReason::Contended => "the shared store was contended",
             DropReason::Refused => "the shared store refused the call",
             DropReason::TooLarge => "the credential or usage is too large",
@@ -499,7 +504,7 @@ pub fn add_usage(
 ) -> AddOutcome {
     let result = match service.cache().batching() {
         // The flow only batches for services that do; nothing to add to otherwise.
-        None => Err(DropReason::Full),
+        None => Err(DropReason::NotBatched),
         Some(policy) => {
             let mut named: Vec<(&[u8], u64)> = Vec::with_capacity(usage.len());
             for &(metric, delta) in usage {
@@ -611,6 +616,37 @@ pub struct Flusher {
     sweep: Vec<u32>,
 }
 
+/// The lease of `model`'s batched services: [`LEASE_KEY`], `|` and a hash of their store
+/// prefixes. One lease for every configuration would leave the services of all but the
+/// holder's unreported when an Envoy runs two (two listeners, or the old and new one during
+/// a reload); a service two configurations share is still reported once an interval, as
+/// its schedule decides. A configuration change makes a new key (as it makes new slots when
+/// a prefix changes): keys grow with reloads, not with traffic.
+pub fn lease_key(model: &Compiled, out: &mut Vec<u8>) {
+    let prefixes = model
+        .services()
+        .iter()
+        .filter_map(|s| s.cache().batching().map(|b| b.store_prefix()));
+    let mut hasher = foldhash::fast::FixedState::with_seed(0x6c65_6173_65).build_hasher();
+    for prefix in prefixes {
+        std::hash::Hash::hash(prefix, &mut hasher);
+    }
+    let hash = std::hash::Hasher::finish(&hasher);
+    out.clear();
+    out.extend_from_slice(LEASE_KEY);
+    let _ = write!(ByteWriter(out), "|{hash:016x}");
+}
+
+/// Formats into a byte buffer.
+struct ByteWriter<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for ByteWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
 /// `[VERSION][a u32][b u64]`, the shape of the lease, the schedule and the VM counter.
 fn decode_pair(bytes: Option<&[u8]>) -> Option<(u32, u64)> {
     let (&version, rest) = bytes?.split_first()?;
@@ -649,22 +685,26 @@ impl Flusher {
     }
 
     /// Takes or renews the lease; whether this VM holds it now.
-    fn lease(&mut self, me: u32, now: u64, lease_ns: u64, effects: Effects<'_>) -> bool {
-        let taken = update(
-            effects.store,
-            LEASE_KEY,
-            MAX_CAS_RETRIES,
-            |current, next| {
-                let held = decode_pair(current);
-                if let Some((holder, expires)) = held {
-                    if holder != me && now < expires {
-                        return (false, false);
-                    }
+    fn lease(
+        &mut self,
+        model: &Compiled,
+        me: u32,
+        now: u64,
+        lease_ns: u64,
+        effects: Effects<'_>,
+    ) -> bool {
+        let mut key = Vec::new();
+        lease_key(model, &mut key);
+        let taken = update(effects.store, &key, MAX_CAS_RETRIES, |current, next| {
+            let held = decode_pair(current);
+            if let Some((holder, expires)) = held {
+                if holder != me && now < expires {
+                    return (false, false);
                 }
-                encode_pair(me, now.saturating_add(lease_ns), next);
-                (true, held.is_none_or(|(holder, _)| holder != me))
-            },
-        );
+            }
+            encode_pair(me, now.saturating_add(lease_ns), next);
+            (true, held.is_none_or(|(holder, _)| holder != me))
+        });
         match taken {
             Ok(Updated::Written(changed)) => {
                 if changed {
@@ -693,7 +733,7 @@ impl Flusher {
         let lease_ns = u64::from(period_ms)
             .saturating_mul(NANOS_PER_MILLI)
             .saturating_mul(LEASE_TICKS);
-        if !self.lease(me, now, lease_ns, effects) {
+        if !self.lease(model, me, now, lease_ns, effects) {
             return;
         }
         let mut key = Vec::new();
@@ -822,7 +862,7 @@ impl Flusher {
             // The service is gone or no longer batches: nowhere to put the usage.
             let n = u64::try_from(ticket.transactions.len()).unwrap_or(u64::MAX);
             if n > 0 {
-                dropped(&ticket.service_id, DropReason::Full, n, effects);
+                dropped(&ticket.service_id, DropReason::NotBatched, n, effects);
             }
             return;
         };

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use serde_json::{json, Value};
 
-use super::batch::{self, AddOutcome, FlushTicket, Flusher, LEASE_KEY, REPORT_PATH};
+use super::batch::{self, AddOutcome, FlushTicket, Flusher, REPORT_PATH};
 use super::fakes::FakeHost;
 use super::outbox::{CallMethod, Outgoing, Ticket};
 use super::seams::{BatchEvent, Level, SharedStore};
@@ -167,11 +167,7 @@ fn totals(o: &Outgoing) -> Vec<(String, String, u64)> {
 }
 
 fn sum_of(reports: &[Outgoing]) -> u64 {
-    reports
-        .iter()
-        .flat_map(totals)
-        .map(|(_, _, n)| n)
-        .sum()
+    reports.iter().flat_map(totals).map(|(_, _, n)| n).sum()
 }
 
 /// Ticks `flusher` once a second until it sends something (at most `secs` ticks).
@@ -757,7 +753,11 @@ fn undecodable_bytes_never_panic_and_are_cleared() {
             format!("{prefix}0"),
             format!("{prefix}used0"),
             format!("{prefix}next"),
-            "tollgate.batch.v1|lease".into(),
+            {
+                let mut k = Vec::new();
+                batch::lease_key(&model, &mut k);
+                String::from_utf8(k).unwrap()
+            },
             "tollgate.vm.v1|next_id".into(),
         ] {
             host.store
@@ -780,7 +780,9 @@ fn undecodable_bytes_never_panic_and_are_cleared() {
     batch::add_usage(service, &user_key("k"), &hits(service, 6), host.effects());
     let (_, out) = tick_until_report(&mut flusher, &model, &host, 3);
     assert_eq!(totals(&out[0]), vec![("k".into(), "hits".into(), 6)]);
-    assert!(host.store.get(LEASE_KEY).unwrap().is_some());
+    let mut lease = Vec::new();
+    batch::lease_key(&model, &mut lease);
+    assert!(host.store.get(&lease).unwrap().is_some());
 }
 
 #[test]
@@ -862,4 +864,53 @@ fn two_vms_that_both_hold_the_lease_still_report_each_interval_once() {
     let times: Vec<u64> = posts.iter().map(|p| p.0).collect();
     assert_eq!(times, (1..=10).map(|k| k * 3).collect::<Vec<_>>());
     assert_eq!(posts.iter().map(|p| p.1).sum::<u64>(), 30);
+}
+
+#[test]
+fn two_configurations_each_report_their_services() {
+    // Two listeners with their own FilterConfigs in one Envoy: each has a flusher.
+    let first = one_service(2, 16);
+    let second = compiled(vec![(
+        service_doc(8, "other", json!(1), "other.example.com"),
+        batching(2, 16),
+    )]);
+    let host = host();
+    let mut a = Flusher::default();
+    let mut b = Flusher::default();
+    let mut reported = Vec::new();
+    for _ in 0..5 {
+        for (model, vm) in [(&first, &mut a), (&second, &mut b)] {
+            let service = &model.services()[0];
+            batch::add_usage(service, &user_key("k"), &hits(service, 1), host.effects());
+            for o in tick(vm, model, &host) {
+                reported.push(body(&o));
+            }
+        }
+        host.clock.advance_millis(1000);
+    }
+    let first_service: Vec<bool> = reported
+        .iter()
+        .map(|b| b.starts_with("service_id=7&"))
+        .collect();
+    assert_eq!(
+        first_service,
+        vec![true, false, true, false],
+        "{reported:?}"
+    );
+    assert_eq!(host.counters.batch_total(BatchEvent::LeaseTaken), 2);
+}
+
+#[test]
+fn a_credential_too_long_is_dropped_and_counted() {
+    let model = one_service(1, 16);
+    let service = &model.services()[0];
+    let host = host();
+    let long = "k".repeat(batch::MAX_IDENTITY_BYTES + 1);
+    let added = batch::add_usage(service, &user_key(&long), &hits(service, 1), host.effects());
+    assert_eq!(added, AddOutcome::Dropped);
+    assert_eq!(host.counters.batch_total(BatchEvent::Dropped), 1);
+    let fits = "k".repeat(batch::MAX_IDENTITY_BYTES);
+    let added = batch::add_usage(service, &user_key(&fits), &hits(service, 1), host.effects());
+    assert_eq!(added, AddOutcome::Queued);
+    assert!(host.log.lines().iter().all(|(_, m)| !m.contains("kkkk")));
 }
