@@ -627,7 +627,7 @@ pub fn lease_key(model: &Compiled, out: &mut Vec<u8>) {
         .services()
         .iter()
         .filter_map(|s| s.cache().batching().map(|b| b.store_prefix()));
-    let mut hasher = foldhash::fast::FixedState::with_seed(0x6c65_6173_65).build_hasher();
+    let mut hasher = foldhash::fast::FixedState::with_seed(0x006c_6561_7365).build_hasher();
     for prefix in prefixes {
         std::hash::Hash::hash(prefix, &mut hasher);
     }
