@@ -402,6 +402,10 @@ fn add(
     if usage.is_empty() {
         return Ok(());
     }
+    // The first slot that is empty or the application's own takes the usage: an application
+    // whose first slot was taken when it came may, once that slot is emptied, hold two and
+    // be two transactions of one report (3scale sums them), rather than every add reading
+    // all its slots.
     let slots = candidates(policy, seed, kind, value);
     let mut key = Vec::new();
     for (i, &slot) in slots.iter().enumerate() {
@@ -670,8 +674,9 @@ impl Flusher {
     fn id(&mut self, store: &dyn SharedStore) -> Option<u32> {
         if self.id.is_none() {
             let taken = update(store, VM_ID_KEY, MAX_CAS_RETRIES, |current, next| {
-                // An undecodable counter restarts; ids stay unique among the VMs that read
-                // it afterwards, which is what the lease needs.
+                // An undecodable counter restarts, and an id may then be handed out twice:
+                // two VMs would both hold the lease, and the schedule still lets only one
+                // of them flush an interval.
                 let last = decode_pair(current).map_or(0, |(last, _)| last);
                 let id = last.checked_add(1).unwrap_or(1);
                 encode_pair(id, 0, next);
@@ -760,8 +765,10 @@ impl Flusher {
         let mut taken = Vec::new();
         let mut key = Vec::new();
         // The bitmap: clear a chunk's bits first, then take their slots, so a slot that is
-        // used again meanwhile sets its bit again and waits for the next flush. Costs one
-        // read per chunk, and a write and a slot read per used slot.
+        // used again meanwhile sets its bit again and waits for the next flush. A flush costs
+        // a read per 4096 slots (a write when bits were set), a read and a write per slot
+        // used since the last one, and SWEEP_SLOTS reads: not a read of every slot, which
+        // would be `max_pending` (up to 2^20) host calls an interval.
         for chunk in 0..max.div_ceil(BITS_PER_CHUNK) {
             let len = chunk_len(policy, chunk);
             named_key(policy, "used", Some(chunk), &mut key);
