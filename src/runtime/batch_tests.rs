@@ -453,6 +453,7 @@ fn another_vm_takes_over_when_the_holder_stops_ticking() {
     let mut added = 0;
     let mut posts: Vec<(usize, u64, u64)> = Vec::new();
     let mut stopped: Option<usize> = None;
+    let mut taken_over_at = None;
     for second in 0..40u64 {
         batch::add_usage(service, &user_key("k"), &hits(service, 1), host.effects());
         added += 1;
@@ -466,8 +467,11 @@ fn another_vm_takes_over_when_the_holder_stops_ticking() {
                 vm.on_flush_answer(&model, ticket(o), Some(200), host.effects());
             }
         }
+        if taken_over_at.is_none() && host.counters.batch_total(BatchEvent::LeaseTaken) == 2 {
+            taken_over_at = Some(second);
+        }
         // The holder (the first VM to tick) stops after its second report.
-        if second == 12 {
+        if second == 11 {
             assert_eq!(posts.iter().filter(|p| p.0 == 0).count(), 2);
             stopped = Some(0);
         }
@@ -488,6 +492,8 @@ fn another_vm_takes_over_when_the_holder_stops_ticking() {
     );
     assert!(posts.iter().skip(2).all(|p| p.0 != 0));
     assert_eq!(host.counters.batch_total(BatchEvent::LeaseTaken), 2);
+    // Its last tick was at 11 s: the lease it renewed then ran out 3 ticks later.
+    assert_eq!(taken_over_at, Some(14));
     // What the stopped VM's last lease covered is reported by the next holder.
     let pending = 40 - posts.last().unwrap().1 - 1;
     assert_eq!(posts.iter().map(|p| p.2).sum::<u64>() + pending, added);
