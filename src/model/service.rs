@@ -219,6 +219,11 @@ impl Service {
         self.rate_limit_headers
     }
 
+    /// `service_id=…&<service_token|provider_key>=…`, encoded: how every call names the service.
+    pub fn service_params(&self) -> &str {
+        &self.service_params
+    }
+
     /// How this service's authorizations are cached and its usage reported.
     pub fn cache(&self) -> &CachePolicy {
         &self.cache
@@ -287,12 +292,6 @@ impl Service {
             },
             out,
         );
-    }
-
-    /// `service_id=…&service_token=…` (or `provider_key=…`), encoded: how every call to the
-    /// control service names the service (the batcher's report body starts with it).
-    pub(crate) fn service_params(&self) -> &str {
-        &self.service_params
     }
 
     /// The secret-token header value for the upstream request, if the service has one.
