@@ -209,7 +209,7 @@ fn three_requests_of_one_app_are_one_transaction_at_the_interval() {
          &transactions%5B0%5D%5Buser_key%5D=k1&transactions%5B0%5D%5Busage%5D%5Bhits%5D=3"
     );
     assert_eq!(
-        out[0].headers(&model).collect::<Vec<_>>(),
+        out[0].headers(&model).into_iter().collect::<Vec<_>>(),
         vec![
             (":method", "POST"),
             (":path", "/transactions.xml"),
