@@ -14,6 +14,8 @@
 //! ```
 
 pub mod batch;
+#[cfg(test)]
+mod batch_tests;
 pub mod cache;
 pub mod fakes;
 pub mod limiting;
