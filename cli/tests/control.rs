@@ -93,3 +93,62 @@ fn bad_data_exits_65_naming_the_place() {
         "{stderr}"
     );
 }
+
+/// Starts `tollgate control` on `listen` with a state file; returns once it listens.
+fn start_with_state(listen: &str, state: &std::path::Path) -> std::process::Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["control", "--data"])
+        .arg(root().join("examples/control.yaml"))
+        .args(["--listen", listen, "--state"])
+        .arg(state)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("listening"), "{line}");
+    child
+}
+
+/// The e2e tests stop the control service mid-run and start it again on the same port: with
+/// SIGTERM, everything counted before is in the state file, and counts go on from there.
+#[test]
+fn sigterm_keeps_the_counts_for_a_restart_on_the_same_port() {
+    let dir =
+        std::env::temp_dir().join(format!("tollgate-cli-control-state-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state.json");
+    let _ = std::fs::remove_file(&state);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let authrep = "/transactions/authrep.xml?service_token=sendgrid-service-token-8f2c1b7e&service_id=2555417735060&app_id=bench-app&app_key=bench-key&usage%5Bmail%5D=1";
+    let total = |usage: &str| -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(usage).unwrap();
+        v["services"]["2555417735060"]["applications"]["bench-app"]["mail"]["total"].clone()
+    };
+    let mut child = start_with_state(&listen, &state);
+    for _ in 0..3 {
+        assert_eq!(http_get(&listen, authrep).0, 200);
+    }
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "stopped by SIGTERM");
+
+    let mut child = start_with_state(&listen, &state);
+    for _ in 0..2 {
+        assert_eq!(http_get(&listen, authrep).0, 200);
+    }
+    let (_, usage) = http_get(&listen, "/_tollgate/usage");
+    let (_, calls) = http_get(&listen, "/_tollgate/calls");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(total(&usage), 5, "{usage}");
+    let calls: serde_json::Value = serde_json::from_str(&calls).unwrap();
+    assert_eq!(calls["authrep"], 5, "{calls}");
+}

@@ -156,6 +156,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/status", get(status).fallback(fallback))
         .route("/_tollgate/usage", get(usage))
         .route("/_tollgate/requests", get(requests))
+        .route("/_tollgate/calls", get(calls))
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(shared.clone(), record))
@@ -306,7 +307,9 @@ async fn fallback(method: Method) -> Response {
     xml_response(404, String::new())
 }
 
-/// `GET /_tollgate/usage`: the counters of the current windows (shape in control/README.md).
+/// `GET /_tollgate/usage`: per application, every metric of its service with its `total` (the
+/// eternity counter, whatever the plan limits) and the current windows counted (shape in
+/// control/README.md).
 async fn usage(State(s): State<Arc<Shared>>) -> Response {
     let now_ms = s.clock.now_ms();
     let now = now_ms.div_euclid(1000);
@@ -316,15 +319,21 @@ async fn usage(State(s): State<Arc<Shared>>) -> Response {
         let mut apps = Map::new();
         for (ai, app) in svc.apps.iter().enumerate() {
             let mut metrics = Map::new();
+            for m in &svc.metrics {
+                metrics.insert(m.name.clone(), json!({ "total": 0 }));
+            }
             for (k, v) in current
                 .iter()
                 .filter(|(k, _)| k.service == si && k.app == ai)
             {
                 let entry = metrics
                     .entry(svc.metric_name(k.metric).to_owned())
-                    .or_insert_with(|| Json::Object(Map::new()));
+                    .or_insert_with(|| json!({ "total": 0 }));
                 if let Json::Object(periods) = entry {
                     periods.insert(k.period.name().to_owned(), json!(v));
+                    if k.period == crate::periods::Period::Eternity {
+                        periods.insert("total".to_owned(), json!(v));
+                    }
                 }
             }
             apps.insert(app.id.clone(), Json::Object(metrics));
@@ -332,6 +341,12 @@ async fn usage(State(s): State<Arc<Shared>>) -> Response {
         services.insert(svc.id.clone(), json!({ "applications": apps }));
     }
     axum::Json(json!({ "now": format_time(now), "services": services })).into_response()
+}
+
+/// `GET /_tollgate/calls`: Service Management calls answered since the first start.
+async fn calls(State(s): State<Arc<Shared>>) -> Response {
+    let calls = lock(&s.store).calls;
+    axum::Json(calls).into_response()
 }
 
 /// `GET /_tollgate/requests`: the last Service Management requests, oldest first.

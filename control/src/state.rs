@@ -1,6 +1,7 @@
 //! `--state FILE`: counters saved as JSON, written atomically (a temporary file in the same
 //! directory, then rename) and loaded at start. Counters naming a service, application or
-//! metric the data file no longer has are dropped on load.
+//! metric the data file no longer has are dropped on load. The call counts (`calls`, added
+//! later in version 1, so optional) are kept whole.
 
 use std::io::Write;
 use std::path::Path;
@@ -9,13 +10,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Data;
 use crate::periods::Period;
-use crate::store::{Counter, Key, Store};
+use crate::store::{Calls, Counter, Key, Store};
 use crate::ControlError;
 
 #[derive(Serialize, Deserialize)]
 struct StateFile {
     version: u32,
     counters: Vec<Entry>,
+    #[serde(default)]
+    calls: Calls,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -46,6 +49,7 @@ pub fn load(path: &Path, data: &Data, store: &mut Store) -> Result<(), ControlEr
             path: path.to_owned(),
             source,
         })?;
+    store.calls = file.calls;
     for e in file.counters {
         let Some((si, svc)) = data
             .services
@@ -100,6 +104,7 @@ pub fn snapshot(data: &Data, store: &Store) -> Vec<u8> {
     serde_json::to_vec_pretty(&StateFile {
         version: 1,
         counters,
+        calls: store.calls,
     })
     .unwrap_or_default()
 }

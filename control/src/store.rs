@@ -1,9 +1,11 @@
 //! Usage counters: one per (service, application, metric, period), holding the value of the
 //! period's current window only. A counter whose window has passed reads as 0 and is replaced
 //! on the next write. The key space is bounded by the data file: services × applications ×
-//! metrics × 7 periods.
+//! metrics × 7 periods. Beside them, the number of Service Management calls answered, per kind.
 
 use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
 
 use crate::periods::Period;
 
@@ -54,9 +56,28 @@ impl Op {
     }
 }
 
+/// Service Management calls answered since the first start (kept in the state file): the e2e
+/// tests compare them with what the gateway admitted, so they are counted under the store's lock,
+/// in the same step as the usage they carry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Calls {
+    pub authrep: u64,
+    pub authorize: u64,
+    pub oauth_authrep: u64,
+    pub oauth_authorize: u64,
+    /// `POST /transactions.xml`, whatever the answer.
+    pub report: u64,
+    /// Transactions in reports answered 202 (applied or dropped).
+    pub report_transactions: u64,
+    /// Reports answered 202 whose batch was then dropped whole (one invalid transaction).
+    pub report_dropped: u64,
+}
+
 #[derive(Debug, Default)]
 pub struct Store {
     counters: HashMap<Key, Counter>,
+    pub calls: Calls,
 }
 
 impl Store {

@@ -306,16 +306,26 @@ pub fn auth(
     options: Option<&[u8]>,
     now_ms: i64,
 ) -> Answer {
-    let now = now_ms.div_euclid(1000);
-    let params = match Params::parse_bytes(query) {
-        Ok(p) => p,
-        Err(e) => return Fail::from(e).answer(Extensions::parse(options, None).no_body),
+    let calls = &mut store.calls;
+    let count = match endpoint {
+        Endpoint::Authorize => &mut calls.authorize,
+        Endpoint::Authrep => &mut calls.authrep,
+        Endpoint::OauthAuthorize => &mut calls.oauth_authorize,
+        Endpoint::OauthAuthrep => &mut calls.oauth_authrep,
     };
-    let ext = Extensions::parse(options, Some(&params));
-    match auth_inner(data, store, endpoint, &params, ext, now, now_ms) {
-        Ok(a) => a,
-        Err(f) => f.answer(ext.no_body),
-    }
+    *count = count.saturating_add(1);
+    let now = now_ms.div_euclid(1000);
+    let mut answer = match Params::parse_bytes(query) {
+        Err(e) => Fail::from(e).answer(Extensions::parse(options, None).no_body),
+        Ok(params) => {
+            let ext = Extensions::parse(options, Some(&params));
+            auth_inner(data, store, endpoint, &params, ext, now, now_ms)
+                .unwrap_or_else(|f| f.answer(ext.no_body))
+        }
+    };
+    // The call count changed: persist it too.
+    answer.changed = true;
+    answer
 }
 
 fn auth_inner(
@@ -633,11 +643,12 @@ pub fn report(
     options: Option<&[u8]>,
     now_ms: i64,
 ) -> Answer {
+    store.calls.report = store.calls.report.saturating_add(1);
     let ext = Extensions::parse(options, None);
-    match report_inner(data, store, content_type, query, body, ext, now_ms) {
-        Ok(a) => a,
-        Err(f) => f.answer(ext.no_body),
-    }
+    let mut answer = report_inner(data, store, content_type, query, body, ext, now_ms)
+        .unwrap_or_else(|f| f.answer(ext.no_body));
+    answer.changed = true;
+    answer
 }
 
 fn report_inner(
@@ -714,25 +725,27 @@ fn report_inner(
             }
         }
     }
-    let mut changed = false;
+    let calls = &mut store.calls;
+    calls.report_transactions = calls
+        .report_transactions
+        .saturating_add(u64::try_from(batch.len()).unwrap_or(u64::MAX));
     match problem {
-        Some(p) => eprintln!(
-            "tollgate control: report for service {} dropped: {p}",
-            svc.id
-        ),
+        Some(p) => {
+            calls.report_dropped = calls.report_dropped.saturating_add(1);
+            eprintln!(
+                "tollgate control: report for service {} dropped: {p}",
+                svc.id
+            );
+        }
         None => {
             for (app, m, op, at) in ops {
                 if op != Op::Add(0) {
                     store.apply(si, app, m, op, at);
-                    changed = true;
                 }
             }
         }
     }
-    Ok(Answer {
-        changed,
-        ..Answer::empty(202)
-    })
+    Ok(Answer::empty(202))
 }
 
 fn blank() -> Fail {

@@ -215,7 +215,7 @@ fn disabled_metric_has_max_value_zero() {
     let u = json(&s, "/_tollgate/usage");
     assert_eq!(
         u["services"]["42"]["applications"]["app1"],
-        serde_json::json!({})
+        serde_json::json!({"hits": {"total": 0}, "search": {"total": 0}, "update": {"total": 0}, "admin": {"total": 0}})
     );
 }
 
@@ -640,9 +640,10 @@ fn usage_shape() {
     let s = started();
     let u = json(&s, "/_tollgate/usage");
     assert_eq!(u["now"], "2024-03-06 12:00:30 +0000");
+    // Every metric is listed with its total, counted or not.
     assert_eq!(
         u["services"]["9"]["applications"]["client"],
-        serde_json::json!({})
+        serde_json::json!({"hits": {"total": 0}})
     );
     assert!(u["services"]["42"]["applications"]
         .as_object()
@@ -722,4 +723,198 @@ fn example_data_serves_the_examples() {
     assert_eq!(a.status, 200, "{}", a.body);
     let a = get(&s, "/transactions/authrep.xml?service_token=twitter-service-token-51d0c9aa&service_id=2555417735077&app_id=tw-app&app_key=tw-key&usage[statuses_update]=1", None);
     assert_eq!(a.status, 200, "{}", a.body);
+}
+
+fn total(u: &serde_json::Value, service: &str, app: &str, metric: &str) -> u64 {
+    u["services"][service]["applications"][app][metric]["total"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no total for {service}/{app}/{metric}: {u}"))
+}
+
+fn calls(s: &Running) -> serde_json::Value {
+    json(s, "/_tollgate/calls")
+}
+
+#[test]
+fn batched_reports_as_apisonator_takes_them() {
+    let s = started();
+    // Three transactions in one POST, keys percent-encoded and raw, the credentials in the query.
+    // app1's plan allows 3 hits a minute: a report is not refused by limits, nor for a suspended
+    // app. An app_key in a report is not read.
+    let a = post(
+        &s,
+        &format!("/transactions.xml?{T}"),
+        "transactions%5B0%5D%5Bapp_id%5D=app1&transactions%5B0%5D%5Busage%5D%5Bhits%5D=3\
+         &transactions[1][app_id]=app1&transactions[1][app_key]=wrong&transactions[1][usage][search]=4\
+         &transactions%5B2%5D%5Bapp_id%5D=paused&transactions[2][usage][update]=2",
+    );
+    assert_eq!((a.status, a.body.as_str()), (202, ""));
+    let u = json(&s, "/_tollgate/usage");
+    assert_eq!(total(&u, "42", "app1", "hits"), 7, "{u}");
+    assert_eq!(total(&u, "42", "app1", "search"), 4);
+    assert_eq!(
+        u["services"]["42"]["applications"]["app1"]["hits"]["minute"],
+        7
+    );
+    assert_eq!(total(&u, "42", "paused", "hits"), 2);
+    assert_eq!(total(&u, "42", "paused", "update"), 2);
+    assert_eq!(total(&u, "42", "nokeys", "hits"), 0);
+    // An authrep now sees the reported usage: over the minute's 3.
+    let a = get(
+        &s,
+        &format!("/transactions/authrep.xml?{T}&app_id=app1&app_key=key1&usage[hits]=1"),
+        Some(OPTS),
+    );
+    assert_eq!(a.header("3scale-rejection-reason"), Some("limits_exceeded"));
+
+    // user_key on a backend_version 1 service; provider_key + service_id in the body.
+    let a = post(
+        &s,
+        "/transactions.xml",
+        "provider_key=pk&service_id=7&transactions%5B0%5D%5Buser_key%5D=uk%2B1&transactions%5B0%5D%5Busage%5D%5Bhits%5D=11",
+    );
+    assert_eq!(a.status, 202);
+    let u = json(&s, "/_tollgate/usage");
+    assert_eq!(total(&u, "7", "uk+1", "hits"), 11, "{u}");
+
+    // access_token is an unknown parameter to apisonator ≥ 3.0: beside an app_id it changes
+    // nothing; alone it identifies no application, so the batch is dropped.
+    let a = post(
+        &s,
+        "/transactions.xml",
+        "service_token=tok9&service_id=9&transactions[0][app_id]=client&transactions[0][access_token]=tkn&transactions[0][usage][hits]=2",
+    );
+    assert_eq!(a.status, 202);
+    let a = post(
+        &s,
+        "/transactions.xml",
+        "service_token=tok9&service_id=9&transactions[0][access_token]=tkn&transactions[0][usage][hits]=5",
+    );
+    assert_eq!(a.status, 202);
+    let u = json(&s, "/_tollgate/usage");
+    assert_eq!(total(&u, "9", "client", "hits"), 2, "{u}");
+
+    // One invalid transaction drops the whole POST: an unknown app, metric or value, a
+    // timestamp too old, a user_key on an app_id service.
+    for bad in [
+        "transactions[1][app_id]=ghost&transactions[1][usage][hits]=1",
+        "transactions[1][app_id]=app1&transactions[1][usage][nope]=1",
+        "transactions[1][app_id]=app1&transactions[1][usage][hits]=-1",
+        "transactions[1][app_id]=app1&transactions[1][usage][hits]=1&transactions[1][timestamp]=2024-03-04%2012:00:00",
+        "transactions[1][user_key]=app1&transactions[1][usage][hits]=1",
+    ] {
+        let a = post(
+            &s,
+            "/transactions.xml",
+            &format!("{T}&transactions[0][app_id]=nokeys&transactions[0][usage][hits]=1&{bad}"),
+        );
+        assert_eq!((a.status, a.body.as_str()), (202, ""), "{bad}");
+        let u = json(&s, "/_tollgate/usage");
+        assert_eq!(total(&u, "42", "nokeys", "hits"), 0, "{bad}: {u}");
+        assert_eq!(total(&u, "42", "app1", "hits"), 7, "{bad}: {u}");
+    }
+    let c = calls(&s);
+    assert_eq!(
+        (
+            &c["report"],
+            &c["report_transactions"],
+            &c["report_dropped"]
+        ),
+        (&json_n(9), &json_n(3 + 1 + 1 + 1 + 5 * 2), &json_n(6)),
+        "{c}"
+    );
+    assert_eq!(c["authrep"], 1);
+}
+
+fn json_n(n: u64) -> serde_json::Value {
+    serde_json::json!(n)
+}
+
+#[test]
+fn calls_are_exact_under_concurrency() {
+    let s = started();
+    let url = s.url();
+    let threads: Vec<_> = (0..8)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let agent = agent();
+                for _ in 0..20 {
+                    let path = match i % 4 {
+                        0 => format!("/transactions/authrep.xml?{T}&app_id=nokeys&usage[hits]=1"),
+                        1 => format!("/transactions/authorize.xml?{T}&app_id=nokeys"),
+                        2 => "/transactions/oauth_authrep.xml?service_token=tok9&service_id=9&app_id=client&usage[hits]=1".to_owned(),
+                        _ => String::new(),
+                    };
+                    let status = if path.is_empty() {
+                        agent
+                            .post(format!("{url}/transactions.xml"))
+                            .header("content-type", "application/x-www-form-urlencoded")
+                            .send(format!("{T}&transactions[0][app_id]=nokeys&transactions[0][usage][search]=2&transactions[1][app_id]=app1&transactions[1][usage][hits]=1"))
+                            .unwrap()
+                            .status()
+                    } else {
+                        agent.get(format!("{url}{path}")).call().unwrap().status()
+                    };
+                    assert!(status.is_success(), "{path}: {status}");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let c = calls(&s);
+    assert_eq!(
+        c,
+        serde_json::json!({"authrep": 40, "authorize": 40, "oauth_authrep": 40, "oauth_authorize": 0,
+                           "report": 40, "report_transactions": 80, "report_dropped": 0}),
+    );
+    let u = json(&s, "/_tollgate/usage");
+    // authreps 40 × 1 hit; reports 40 × 2 search (→ hits).
+    assert_eq!(total(&u, "42", "nokeys", "hits"), 40 + 80, "{u}");
+    assert_eq!(total(&u, "42", "nokeys", "search"), 80);
+    assert_eq!(total(&u, "42", "app1", "hits"), 40);
+    assert_eq!(total(&u, "9", "client", "hits"), 40);
+}
+
+/// The e2e tests stop the service mid-run and start it again on the same port with the same
+/// state file: usage and call counts before and after add up.
+#[test]
+fn counts_and_calls_add_up_across_a_restart_on_the_same_port() {
+    let dir = std::env::temp_dir().join(format!("tollgate-control-restart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path: PathBuf = dir.join("state.json");
+    let _ = std::fs::remove_file(&path);
+    let report = format!("{T}&transactions[0][app_id]=nokeys&transactions[0][usage][hits]=3");
+    let authrep = format!("/transactions/authrep.xml?{T}&app_id=nokeys&usage[search]=1");
+    let s = tollgate_control::spawn_on(DATA, Some(path.clone()), "127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    let addr = s.addr();
+    for _ in 0..3 {
+        assert_eq!(post(&s, "/transactions.xml", &report).status, 202);
+        assert_eq!(get(&s, &authrep, None).status, 200);
+    }
+    // Dropping it right after the last answer: the write on shutdown has it all.
+    drop(s);
+    let s = tollgate_control::spawn_on(DATA, Some(path.clone()), addr).unwrap();
+    assert_eq!(s.addr(), addr);
+    for _ in 0..2 {
+        assert_eq!(post(&s, "/transactions.xml", &report).status, 202);
+        assert_eq!(get(&s, &authrep, None).status, 200);
+    }
+    let u = json(&s, "/_tollgate/usage");
+    assert_eq!(total(&u, "42", "nokeys", "hits"), 5 * 3 + 5, "{u}");
+    assert_eq!(total(&u, "42", "nokeys", "search"), 5);
+    let c = calls(&s);
+    assert_eq!(
+        (&c["report"], &c["report_transactions"], &c["authrep"]),
+        (&json_n(5), &json_n(5), &json_n(5)),
+        "{c}"
+    );
+    drop(s);
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(written["calls"]["authrep"], 5, "{written}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

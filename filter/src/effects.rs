@@ -4,8 +4,8 @@ use std::fmt::{self, Write};
 
 use tollgate::index::ServiceIndex;
 use tollgate::runtime::seams::{
-    Clock, Counters, Level, LimitOutcome, Log, Peer, SharedStore, StoreError, Stored, Swap,
-    Timestamp, Version,
+    BatchEvent, CacheEvent, Clock, Counters, Level, LimitOutcome, Log, Peer, SharedStore,
+    StoreError, Stored, Swap, Timestamp, Version,
 };
 use tollgate::{Compiled, Outcome};
 
@@ -55,6 +55,10 @@ pub struct OutcomeCounters {
     ids: Vec<Option<u32>>,
     /// By service, limiter, then [`LimitOutcome::ALL`] index.
     limiters: Vec<Vec<[Option<u32>; 4]>>,
+    /// `tollgate.cache.<event>` by [`CacheEvent::ALL`] index.
+    cache: Vec<Option<u32>>,
+    /// `tollgate.batch.<event>` by [`BatchEvent::ALL`] index.
+    batch: Vec<Option<u32>>,
 }
 
 fn counter(name: &str) -> Option<u32> {
@@ -107,7 +111,20 @@ impl OutcomeCounters {
                     .collect()
             })
             .collect();
-        OutcomeCounters { ids, limiters }
+        let cache = CacheEvent::ALL
+            .iter()
+            .map(|e| counter(&format!("tollgate.cache.{}", e.name())))
+            .collect();
+        let batch = BatchEvent::ALL
+            .iter()
+            .map(|e| counter(&format!("tollgate.batch.{}", e.name())))
+            .collect();
+        OutcomeCounters {
+            ids,
+            limiters,
+            cache,
+            batch,
+        }
     }
 }
 
@@ -132,6 +149,24 @@ impl Counters for OutcomeCounters {
             .and_then(|ids| ids.get(outcome.index()).copied().flatten());
         if let Some(id) = id {
             bump(id, outcome.name());
+        }
+    }
+
+    fn cache(&self, event: CacheEvent) {
+        if let Some(Some(id)) = self.cache.get(event.index()) {
+            bump(*id, event.name());
+        }
+    }
+
+    fn batch(&self, event: BatchEvent, n: u64) {
+        if let Some(Some(id)) = self.batch.get(event.index()) {
+            let delta = i64::try_from(n).unwrap_or(i64::MAX);
+            if let Err(e) = host::increment_counter_by(*id, delta) {
+                log(
+                    LogLevel::Warn,
+                    &format!("cannot count {}: {e}", event.name()),
+                );
+            }
         }
     }
 }

@@ -12,7 +12,7 @@ use hashbrown::HashMap;
 use crate::effects::log;
 use crate::host::LogLevel;
 use crate::root::Root;
-use crate::stream::{Shared, Stream, CONTINUE};
+use crate::stream::{self, Shared, Stream, CONTINUE};
 
 /// Every context of this VM (a VM is single-threaded).
 #[derive(Default)]
@@ -37,6 +37,24 @@ fn with<R>(otherwise: R, f: impl FnOnce(&mut Contexts) -> R) -> R {
         }
     })
 }
+
+/// Tells the streams that waited on calls that have landed, until none is left (a woken
+/// stream may land more: a refused call answers at once).
+fn wake(c: &mut Contexts) {
+    for _ in 0..MAX_WAKES {
+        let Some(outcome) = c.shared.landed.pop() else {
+            return;
+        };
+        for id in c.shared.waiting.remove(&outcome.flight).unwrap_or_default() {
+            if let Some(s) = c.streams.get_mut(&id) {
+                s.on_flight_answer(id, &mut c.shared, outcome);
+            }
+        }
+    }
+}
+
+/// Rounds of waking at most per callback.
+const MAX_WAKES: usize = 64;
 
 fn unknown(callback: &str, id: u32) {
     log(
@@ -96,28 +114,40 @@ pub extern "C" fn proxy_on_configure(root: u32, size: usize) -> u32 {
 
 #[no_mangle]
 pub extern "C" fn proxy_on_request_headers(id: u32, _headers: usize, end_of_stream: u32) -> u32 {
-    with(CONTINUE, |c| match c.streams.get_mut(&id) {
-        Some(s) => s.on_request_headers(id, &mut c.shared, end_of_stream != 0),
-        None => {
-            unknown("on_request_headers", id);
-            CONTINUE
-        }
+    with(CONTINUE, |c| {
+        let action = match c.streams.get_mut(&id) {
+            Some(s) => s.on_request_headers(id, &mut c.shared, end_of_stream != 0),
+            None => {
+                unknown("on_request_headers", id);
+                CONTINUE
+            }
+        };
+        wake(c);
+        action
     })
 }
 
 #[no_mangle]
 pub extern "C" fn proxy_on_request_body(id: u32, size: usize, end_of_stream: u32) -> u32 {
-    with(CONTINUE, |c| match c.streams.get_mut(&id) {
-        Some(s) => s.on_request_body(id, &mut c.shared, size, end_of_stream != 0),
-        None => CONTINUE,
+    with(CONTINUE, |c| {
+        let action = match c.streams.get_mut(&id) {
+            Some(s) => s.on_request_body(id, &mut c.shared, size, end_of_stream != 0),
+            None => CONTINUE,
+        };
+        wake(c);
+        action
     })
 }
 
 #[no_mangle]
 pub extern "C" fn proxy_on_request_trailers(id: u32, _trailers: usize) -> u32 {
-    with(CONTINUE, |c| match c.streams.get_mut(&id) {
-        Some(s) => s.on_request_trailers(id, &mut c.shared),
-        None => CONTINUE,
+    with(CONTINUE, |c| {
+        let action = match c.streams.get_mut(&id) {
+            Some(s) => s.on_request_trailers(id, &mut c.shared),
+            None => CONTINUE,
+        };
+        wake(c);
+        action
     })
 }
 
@@ -140,16 +170,32 @@ pub extern "C" fn proxy_on_response_trailers(_id: u32, _trailers: usize) -> u32 
 }
 
 /// A call's answer. Envoy delivers it on the root context that owns the call; the token
-/// says which stream it is for, if that stream still exists.
+/// says which stream it is for, if that stream still exists, or which of the worker's own
+/// calls it answers.
 #[no_mangle]
 pub extern "C" fn proxy_on_http_call_response(
-    _root: u32,
+    root: u32,
     token: u32,
     headers: usize,
     _body: usize,
     _trailers: usize,
 ) {
     with((), |c| {
+        if let Some(ticket) = c.shared.outgoing.remove(&token) {
+            match c.roots.get(&root).and_then(|r| r.configured.clone()) {
+                Some(configured) => {
+                    stream::on_outgoing_answer_from_host(
+                        &mut c.shared,
+                        &configured,
+                        ticket,
+                        headers,
+                    );
+                    wake(c);
+                }
+                None => unknown("on_http_call_response", root),
+            }
+            return;
+        }
         let Some(id) = c.shared.calls.remove(&token) else {
             // Its request ended first (the client went away): nothing to do.
             log(
@@ -161,6 +207,19 @@ pub extern "C" fn proxy_on_http_call_response(
         if let Some(s) = c.streams.get_mut(&id) {
             s.on_call_answer(id, &mut c.shared, headers);
         }
+        wake(c);
+    })
+}
+
+/// The root's timer: batched reports and retries of background reports.
+#[no_mangle]
+pub extern "C" fn proxy_on_tick(root: u32) {
+    with((), |c| {
+        match c.roots.get(&root).and_then(|r| r.configured.clone()) {
+            Some(configured) => stream::on_tick(&mut c.shared, &configured),
+            None => unknown("on_tick", root),
+        }
+        wake(c);
     })
 }
 

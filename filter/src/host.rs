@@ -157,6 +157,7 @@ extern "C" {
     ) -> u32;
     fn proxy_define_metric(kind: u32, name: *const u8, name_len: usize, id: *mut u32) -> u32;
     fn proxy_increment_metric(id: u32, delta: i64) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
 }
 
 /// Takes over a buffer the host filled through our allocator.
@@ -248,11 +249,12 @@ pub fn send_local_response(status: u16, headers: &[u8], body: &str) -> HostResul
     check("proxy_send_local_response", s)
 }
 
-/// An HTTP call without a body to `cluster`; `headers` and `trailers` are serialized maps.
-/// Returns the call's token.
+/// An HTTP call to `cluster`; `headers` and `trailers` are serialized maps, `body` may be
+/// empty. Returns the call's token.
 pub fn http_call(
     cluster: &str,
     headers: &[u8],
+    body: &[u8],
     trailers: &[u8],
     timeout_ms: u32,
 ) -> HostResult<u32> {
@@ -264,8 +266,12 @@ pub fn http_call(
             cluster.len(),
             headers.as_ptr(),
             headers.len(),
-            ptr::null(),
-            0,
+            if body.is_empty() {
+                ptr::null()
+            } else {
+                body.as_ptr()
+            },
+            body.len(),
             trailers.as_ptr(),
             trailers.len(),
             timeout_ms,
@@ -354,8 +360,20 @@ pub fn define_counter(name: &str) -> HostResult<u32> {
 }
 
 pub fn increment_counter(id: u32) -> HostResult<()> {
+    increment_counter_by(id, 1)
+}
+
+pub fn increment_counter_by(id: u32, delta: i64) -> HostResult<()> {
     // SAFETY: no pointers.
     check("proxy_increment_metric", unsafe {
-        proxy_increment_metric(id, 1)
+        proxy_increment_metric(id, delta)
+    })
+}
+
+/// Asks for `proxy_on_tick` on the current root context every `ms` (0: never).
+pub fn set_tick_period(ms: u32) -> HostResult<()> {
+    // SAFETY: no pointers.
+    check("proxy_set_tick_period_milliseconds", unsafe {
+        proxy_set_tick_period_milliseconds(ms)
     })
 }

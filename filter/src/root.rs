@@ -67,6 +67,17 @@ impl Root {
             }
         };
         let services = model.services().len();
+        let tick = tollgate::runtime::tick_period_ms(&model).unwrap_or(0);
+        if let Err(e) = host::set_tick_period(tick) {
+            // Without a timer, batched usage is never reported: refuse the configuration.
+            if tick > 0 {
+                log(
+                    LogLevel::Error,
+                    &format!("cannot set the timer batched reports and retries need: {e}"),
+                );
+                return false;
+            }
+        }
         let counters = OutcomeCounters::define(&model);
         let runtime = Runtime::new(model, node.as_deref());
         self.configured = Some(Rc::new(Configured { runtime, counters }));

@@ -5,8 +5,13 @@ use std::rc::Rc;
 
 use hashbrown::HashMap;
 use tollgate::pairs::{self, HeaderMap};
+use tollgate::runtime::cache::FlightKey;
+use tollgate::runtime::outbox::{Outgoing, Ticket};
 use tollgate::runtime::seams::Effects;
-use tollgate::runtime::{Action, ControlCall, RequestFlow, UpstreamEdits, Workspace};
+use tollgate::runtime::{
+    on_outgoing_answer, Action, ControlCall, FlightOutcome, RequestFlow, UpstreamEdits, Workspace,
+};
+use tollgate::Compiled;
 use tollgate::Reply;
 
 use crate::effects::{log, HostClock, HostLog, HostPeer, HostStore};
@@ -26,6 +31,100 @@ pub struct Shared {
     wire: Vec<u8>,
     /// The stream each call token belongs to (answers arrive on the root context).
     pub calls: HashMap<u32, u32>,
+    /// The worker's own calls out, by token.
+    pub outgoing: HashMap<u32, Ticket>,
+    /// The streams waiting on each key's call.
+    pub waiting: HashMap<FlightKey, Vec<u32>>,
+    /// Calls that answered (failed to be sent) whose waiting streams are still to be told.
+    pub landed: Vec<FlightOutcome>,
+}
+
+/// Calls sent in one go at most (each request queues at most one; answers one more).
+const MAX_OUTGOING: usize = 64;
+
+/// Sends every call the core queued for the worker. A call the host refuses is answered at
+/// once as a failure; a key's call that lands that way goes to `shared.landed`.
+pub fn send_outgoing(shared: &mut Shared, configured: &Configured) {
+    let runtime = &configured.runtime;
+    let fx = effects(configured);
+    for _ in 0..MAX_OUTGOING {
+        let Some(out) = shared.workspace.pop_outgoing() else {
+            return;
+        };
+        match dispatch_outgoing(&mut shared.wire, runtime.model(), &out) {
+            Ok(token) => {
+                shared.outgoing.insert(token, out.ticket);
+            }
+            Err(e) => {
+                host_failure(
+                    &format!(
+                        "cannot call the control service (cluster {})",
+                        runtime.model().control_cluster()
+                    ),
+                    e,
+                );
+                if let Some(o) =
+                    on_outgoing_answer(runtime, &mut shared.workspace, out.ticket, None, fx)
+                {
+                    shared.landed.push(o);
+                }
+            }
+        }
+    }
+}
+
+/// The answer to one of the worker's calls (`num_headers == 0`: no answer).
+pub fn on_outgoing_answer_from_host(
+    shared: &mut Shared,
+    configured: &Configured,
+    ticket: Ticket,
+    num_headers: usize,
+) {
+    let answer = if num_headers == 0 {
+        None
+    } else {
+        read_headers(Headers::CallResponse, "the control service's answer")
+    };
+    if let Some(o) = on_outgoing_answer(
+        &configured.runtime,
+        &mut shared.workspace,
+        ticket,
+        answer.as_ref(),
+        effects(configured),
+    ) {
+        shared.landed.push(o);
+    }
+    send_outgoing(shared, configured);
+}
+
+/// The root's timer: the core's periodic work, and the calls it queues.
+pub fn on_tick(shared: &mut Shared, configured: &Configured) {
+    tollgate::runtime::on_tick(
+        &configured.runtime,
+        &mut shared.workspace,
+        effects(configured),
+    );
+    send_outgoing(shared, configured);
+}
+
+fn dispatch_outgoing(
+    wire: &mut Vec<u8>,
+    model: &Compiled,
+    out: &Outgoing,
+) -> Result<u32, HostError> {
+    pairs::encode(
+        out.headers(model)
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+        wire,
+    );
+    host::http_call(
+        model.control_cluster(),
+        wire,
+        &out.body,
+        &NO_TRAILERS,
+        model.control_timeout_ms(),
+    )
 }
 
 /// The trailers of a call: none, serialized.
@@ -69,6 +168,7 @@ enum Event {
     BodyRead(Option<Vec<u8>>),
     CallAnswer(Option<HeaderMap>),
     CallFailed,
+    FlightAnswer(FlightOutcome),
 }
 
 /// An event leads to at most: read the body, decide, fail to call, reply.
@@ -145,18 +245,41 @@ impl Stream {
         self.run(id, shared, Event::CallAnswer(answer), Phase::CallAnswer);
     }
 
+    /// The call this stream's key waited on answered.
+    pub fn on_flight_answer(&mut self, id: u32, shared: &mut Shared, outcome: FlightOutcome) {
+        if let Err(e) = host::set_effective_context(id) {
+            host_failure("cannot act on the request the answer is for", e);
+            self.flow.on_stream_end();
+            return;
+        }
+        self.run(id, shared, Event::FlightAnswer(outcome), Phase::CallAnswer);
+    }
+
     pub fn on_done(&mut self) {
         self.flow.on_stream_end();
     }
 
     /// Tells the flow `event` and carries out what it answers, until the stream is held,
     /// goes on or is answered.
-    fn run(&mut self, id: u32, shared: &mut Shared, mut event: Event, phase: Phase) -> u32 {
+    fn run(&mut self, id: u32, shared: &mut Shared, event: Event, phase: Phase) -> u32 {
         let Some(configured) = self.configured.clone() else {
             return CONTINUE;
         };
+        let result = self.run_flow(id, shared, &configured, event, phase);
+        send_outgoing(shared, &configured);
+        result
+    }
+
+    fn run_flow(
+        &mut self,
+        id: u32,
+        shared: &mut Shared,
+        configured: &Configured,
+        mut event: Event,
+        phase: Phase,
+    ) -> u32 {
         let runtime = &configured.runtime;
-        let fx = effects(&configured);
+        let fx = effects(configured);
         for _ in 0..MAX_STEPS {
             let action = match event {
                 Event::Headers(headers, end) => {
@@ -174,6 +297,10 @@ impl Stream {
                 }
                 Event::CallAnswer(answer) => self.flow.on_call_answer(runtime, answer.as_ref(), fx),
                 Event::CallFailed => self.flow.on_call_failed(runtime, fx),
+                Event::FlightAnswer(outcome) => {
+                    self.flow
+                        .on_flight_answer(runtime, &mut shared.workspace, &outcome, fx)
+                }
             };
             event = match action {
                 Action::Continue => return CONTINUE,
@@ -195,6 +322,26 @@ impl Stream {
                         Event::BodyRead(None)
                     }
                 },
+                Action::Join(flight) => {
+                    shared.waiting.entry(flight).or_default().push(id);
+                    send_outgoing(shared, configured);
+                    let Some(at) = shared.landed.iter().position(|o| o.flight == flight) else {
+                        return PAUSE;
+                    };
+                    // The host refused the call, so it has answered already: this stream goes
+                    // on in this callback; others that joined are woken by the caller.
+                    let Some(outcome) = shared.landed.get(at).copied() else {
+                        return PAUSE;
+                    };
+                    if let Some(w) = shared.waiting.get_mut(&flight) {
+                        w.retain(|s| *s != id);
+                        if w.is_empty() {
+                            shared.waiting.remove(&flight);
+                            shared.landed.swap_remove(at);
+                        }
+                    }
+                    Event::FlightAnswer(outcome)
+                }
                 Action::Call(call) => match dispatch(&mut shared.wire, call) {
                     Ok(token) => {
                         shared.calls.insert(token, id);
@@ -240,7 +387,7 @@ fn dispatch(wire: &mut Vec<u8>, call: ControlCall<'_>) -> Result<u32, HostError>
         headers.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
         wire,
     );
-    host::http_call(call.cluster, wire, &NO_TRAILERS, call.timeout_ms)
+    host::http_call(call.cluster, wire, &[], &NO_TRAILERS, call.timeout_ms)
 }
 
 /// Sends a local reply. If the host refuses it, the stream is reset rather than let through:

@@ -1,7 +1,8 @@
 //! Allocations per request, counted by the test host through tollgate.wasm's
 //! `tollgate_allocations` export (calls of its allocator, those the host makes through
 //! `proxy_on_memory_allocate` included), against issue 8's targets: at most 4 for a decision
-//! made locally, at most 10 for a request authorized through the control service.
+//! made locally, at most 10 for a request authorized through the control service (13 since
+//! the authorization cache: see the tests).
 //!
 //! A module without the export fails these tests: the count is part of the filter's contract.
 // Test code: unwrap/expect/panic/indexing are how tests fail.
@@ -32,10 +33,29 @@ fn local_deny(host: &Host) -> u64 {
     counted(&s)
 }
 
+/// A new user each time: the request waits for its own call (a cache miss).
 fn authorized(host: &Host) -> u64 {
-    let s = get(host, 0, SG, "/api/mail.send.json?api_user=a&api_key=b");
+    static USER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = USER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let s = get(
+        host,
+        0,
+        SG,
+        &format!("/api/mail.send.json?api_user=a{n}&api_key=b"),
+    );
     only_call(&s).respond(200, NO_HEADERS, b"");
     assert!(s.outcome().upstream().is_some());
+    assert_eq!(s.response(&[(":status", "200")]).unwrap().status, 200);
+    counted(&s)
+}
+
+/// The same user each time: answered from the cache, its authrep sent in the background.
+fn cached(host: &Host) -> u64 {
+    let s = get(host, 0, SG, "/api/mail.send.json?api_user=cached&api_key=b");
+    for call in host.pending_calls() {
+        call.respond(200, NO_HEADERS, b"");
+    }
+    assert!(s.outcome().upstream().is_some(), "{:?}", s.outcome());
     assert_eq!(s.response(&[(":status", "200")]).unwrap().status, 200);
     counted(&s)
 }
@@ -58,7 +78,15 @@ fn a_local_decision_allocates_at_most_4_times() {
     within(4, local_deny);
 }
 
+/// Issue 8's target was 10; the cache's key, the shared call's bookkeeping and the owned
+/// credentials a waiting request keeps brought a miss to 13 (issue 11's note).
 #[test]
-fn an_authorized_request_allocates_at_most_10_times() {
-    within(10, authorized);
+fn an_authorized_request_allocates_at_most_13_times() {
+    within(13, authorized);
+}
+
+/// The cache's read, and the background authrep's path and ticket.
+#[test]
+fn a_cached_request_allocates_at_most_12_times() {
+    within(12, cached);
 }

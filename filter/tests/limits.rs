@@ -46,6 +46,8 @@ fn config(limiters: &[String], rate_limit_headers: bool) -> Vec<u8> {
         .collect();
     config["services"][0]["limiters"] = serde_json::Value::Array(limiters);
     config["services"][0]["rate_limit_headers"] = serde_json::Value::Bool(rate_limit_headers);
+    // Each admitted request's own call shows it was admitted: no cache (cache.rs has it).
+    config["services"][0]["cache"]["mode"] = serde_json::Value::from("none");
     serde_json::to_vec_pretty(&config).unwrap()
 }
 

@@ -20,6 +20,11 @@ pub const OPTIONS_VALUE: &str = "rejection_reason_header=1&limit_headers=1&no_bo
 pub const AUTHREP_PATH: &str = "/transactions/authrep.xml";
 pub const OAUTH_AUTHREP_PATH: &str = "/transactions/oauth_authrep.xml";
 
+pub const AUTHORIZE_PATH: &str = "/transactions/authorize.xml";
+pub const OAUTH_AUTHORIZE_PATH: &str = "/transactions/oauth_authorize.xml";
+/// Where batched reports go.
+pub const REPORT_PATH: &str = "/transactions.xml";
+
 pub fn authrep_path(version: BackendVersion) -> &'static str {
     match version {
         BackendVersion::OAuth => OAUTH_AUTHREP_PATH,
@@ -27,8 +32,25 @@ pub fn authrep_path(version: BackendVersion) -> &'static str {
     }
 }
 
+/// Which authorization call: `authrep` reports the usage it authorizes, `authorize` (the
+/// batcher's) only checks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthCall {
+    Authrep,
+    Authorize,
+}
+
+pub fn auth_path(call: AuthCall, version: BackendVersion) -> &'static str {
+    match (call, version) {
+        (AuthCall::Authrep, v) => authrep_path(v),
+        (AuthCall::Authorize, BackendVersion::OAuth) => OAUTH_AUTHORIZE_PATH,
+        (AuthCall::Authorize, _) => AUTHORIZE_PATH,
+    }
+}
+
 /// Everything an authrep call carries, already encoded where it can be at configure time.
 pub struct AuthrepRequest<'a, 'r> {
+    pub call: AuthCall,
     pub version: BackendVersion,
     /// Encoded `service_id=…&service_token=…` (or `provider_key=…`).
     pub service_params: &'a str,
@@ -40,7 +62,7 @@ pub struct AuthrepRequest<'a, 'r> {
 /// Appends the path and query of the authrep call to `out`:
 /// `/transactions/authrep.xml?service_id=…&service_token=…&user_key=…&usage%5Bhits%5D=1`.
 pub fn write_authrep(req: AuthrepRequest<'_, '_>, out: &mut String) {
-    out.push_str(authrep_path(req.version));
+    out.push_str(auth_path(req.call, req.version));
     out.push('?');
     out.push_str(req.service_params);
     for (name, value) in req.credentials.params() {
@@ -96,6 +118,7 @@ mod tests {
         let mut out = String::new();
         write_authrep(
             AuthrepRequest {
+                call: AuthCall::Authrep,
                 version: BackendVersion::AppIdKey,
                 service_params: &service_params("42", Some(("service_token", "tok en+/="))),
                 credentials: &creds,
@@ -119,6 +142,7 @@ mod tests {
         let mut out = String::new();
         write_authrep(
             AuthrepRequest {
+                call: AuthCall::Authrep,
                 version: BackendVersion::UserKey,
                 service_params: &service_params("1", Some(("provider_key", "pk"))),
                 credentials: &creds,

@@ -219,6 +219,11 @@ impl Service {
         self.rate_limit_headers
     }
 
+    /// `service_id=…&<service_token|provider_key>=…`, encoded: how every call names the service.
+    pub fn service_params(&self) -> &str {
+        &self.service_params
+    }
+
     /// How this service's authorizations are cached and its usage reported.
     pub fn cache(&self) -> &CachePolicy {
         &self.cache
@@ -272,6 +277,17 @@ impl Service {
         usage: &[(MetricIndex, i64)],
         out: &mut String,
     ) {
+        self.write_auth_call(backend::AuthCall::Authrep, credentials, usage, out);
+    }
+
+    /// Appends the path and query of an authrep or authorize call for this request to `out`.
+    pub fn write_auth_call(
+        &self,
+        call: backend::AuthCall,
+        credentials: &Credentials<'_>,
+        usage: &[(MetricIndex, i64)],
+        out: &mut String,
+    ) {
         let mut pairs = usage.iter().filter_map(|&(m, delta)| {
             self.metrics
                 .get(m.as_usize())
@@ -279,6 +295,7 @@ impl Service {
         });
         backend::write_authrep(
             AuthrepRequest {
+                call,
                 // Without a version no request has credentials, so no call is written.
                 version: self.backend_version.unwrap_or(BackendVersion::UserKey),
                 service_params: &self.service_params,

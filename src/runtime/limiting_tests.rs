@@ -42,6 +42,8 @@ fn config(limiters: Value, authorization: &str) -> FilterConfig {
 fn runtime_with(limiters: Value, authorization: &str, headers: bool) -> Runtime {
     let mut c = config(limiters, authorization);
     c.services[0].rate_limit_headers = headers;
+    // Each admitted request's own call shows it was admitted: no cache.
+    c.services[0].cache.mode = crate::config::CacheMode::None;
     let loaded = load(serde_json::to_string(&c).unwrap().as_bytes());
     assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics);
     Runtime::new(loaded.compiled.unwrap(), None)

@@ -14,6 +14,8 @@
 //! ```
 
 pub mod batch;
+#[cfg(test)]
+mod batch_tests;
 pub mod cache;
 pub mod fakes;
 pub mod limiting;
@@ -27,6 +29,7 @@ mod tests;
 use std::mem;
 
 use crate::backend::answer::{self, AnswerHeaders, ControlAnswer};
+use crate::backend::AuthCall;
 use crate::backend::{OPTIONS_HEADER, OPTIONS_VALUE};
 use crate::credentials::Credentials;
 use crate::forward::{DEBUG_HEADER, SECRET_TOKEN_HEADER};
@@ -36,8 +39,10 @@ use crate::model::Compiled;
 use crate::pairs::HeaderMap;
 use crate::request::RequestView;
 
+use cache::{FlightKey, Joined, ReportPlan, ReportTicket};
 use limiting::{LimitInput, LimitVerdict, RateInfo};
-use seams::{Effects, Level};
+use outbox::{CallMethod, Outgoing, Ticket};
+use seams::{CacheEvent, Effects, Level};
 
 /// The name a gateway gives itself in `X-3scale-hostname` when the host has none.
 pub const DEFAULT_NODE_NAME: &str = "tollgate";
@@ -76,11 +81,41 @@ pub struct Workspace {
     decision: Scratch,
     call_path: String,
     limits: limiting::LimitBuffers,
+    cache_key: Vec<u8>,
+    cache: cache::CacheBuffers,
+    /// The calls this worker's misses wait on.
+    flights: cache::Flights,
+    /// Cached requests' usage still to report.
+    reports: cache::Reports,
+    /// This worker's part in batched reporting.
+    flusher: batch::Flusher,
+    /// Calls for the worker, to send from the root context.
+    outbox: Vec<Outgoing>,
 }
 
 impl Workspace {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The calls queued for the worker since the last time: send each and report its answer
+    /// with [`on_outgoing_answer`].
+    pub fn take_outgoing(&mut self) -> std::vec::Drain<'_, Outgoing> {
+        self.outbox.drain(..)
+    }
+
+    /// Whether calls are queued.
+    pub fn has_outgoing(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
+    /// The oldest queued call, to send.
+    pub fn pop_outgoing(&mut self) -> Option<Outgoing> {
+        if self.outbox.is_empty() {
+            None
+        } else {
+            Some(self.outbox.remove(0))
+        }
     }
 
     /// The decision's working memory (the matched rules and usage of the last decision).
@@ -139,6 +174,10 @@ pub enum Action<'a> {
     /// Send this call, hold the request, and report the answer with
     /// [`RequestFlow::on_call_answer`] (or [`RequestFlow::on_call_failed`] if it cannot be sent).
     Call(ControlCall<'a>),
+    /// Hold the request until the call for this key answers (one call per key per worker):
+    /// the binding then passes the answer of [`on_outgoing_answer`] to
+    /// [`RequestFlow::on_flight_answer`] of every request that joined it.
+    Join(FlightKey),
     /// Answer the client; the request goes no further. The headers of
     /// [`RequestFlow::on_response_headers`] (the debug headers, after a call) go with it.
     Reply(Reply<'a>),
@@ -157,6 +196,8 @@ enum State {
     WaitingForBody(HeaderMap),
     /// The control service has the call.
     Calling(Pending),
+    /// Waiting for the call its key's first miss made.
+    Joined(Box<Joiner>),
     /// Forwarded or answered: later events pass through.
     Done,
 }
@@ -169,6 +210,18 @@ struct Pending {
     rate: Option<RateInfo>,
     /// Only for a client that asked for the debug headers.
     debug: Option<Box<DebugCapture>>,
+}
+
+/// A miss waiting on its key's call.
+#[derive(Debug)]
+struct Joiner {
+    pending: Pending,
+    flight: FlightKey,
+    /// This request's call it is (its usage went out with it, in authrep mode).
+    leader: bool,
+    key: Box<[u8]>,
+    credentials: Credentials<'static>,
+    usage: Vec<(MetricIndex, i64)>,
 }
 
 #[derive(Debug)]
@@ -201,7 +254,7 @@ impl RequestFlow {
 
     /// Whether the control service has this request's call.
     pub fn is_calling(&self) -> bool {
-        matches!(self.state, State::Calling(_))
+        matches!(self.state, State::Calling(_) | State::Joined(_))
     }
 
     /// The request headers arrived. `end_of_stream`: no body follows.
@@ -245,7 +298,7 @@ impl RequestFlow {
         match &self.state {
             // The answer decides; letting this phase go on would send the request upstream
             // before it.
-            State::Calling(_) => Action::Pause,
+            State::Calling(_) | State::Joined(_) => Action::Pause,
             State::WaitingForBody(_) if buffered > runtime.model.request_body_max_bytes() => {
                 // APIcast ignores a body larger than its buffer.
                 self.decide_held(runtime, workspace, None, effects)
@@ -259,7 +312,7 @@ impl RequestFlow {
     /// Trailers arrived: the body (if any) is complete.
     pub fn on_request_trailers(&mut self) -> Action<'static> {
         match self.state {
-            State::Calling(_) => Action::Pause,
+            State::Calling(_) | State::Joined(_) => Action::Pause,
             State::WaitingForBody(_) => Action::ReadBody,
             State::Start | State::Done => Action::Continue,
         }
@@ -276,7 +329,7 @@ impl RequestFlow {
     ) -> Action<'a> {
         match self.state {
             State::WaitingForBody(_) => self.decide_held(runtime, workspace, body, effects),
-            State::Calling(_) => Action::Pause,
+            State::Calling(_) | State::Joined(_) => Action::Pause,
             State::Start | State::Done => Action::Continue,
         }
     }
@@ -292,32 +345,77 @@ impl RequestFlow {
         let State::Calling(pending) = mem::replace(&mut self.state, State::Done) else {
             return Action::Continue;
         };
-        let status = answer.and_then(|h| h.get(STATUS)).and_then(parse_status);
-        let interpreted = match answer {
-            Some(h) => answer::interpret(
-                status,
-                AnswerHeaders {
-                    rejection_reason: h.get(answer::REJECTION_REASON.as_bytes()),
-                    limit_reset: h.get(answer::LIMIT_RESET.as_bytes()),
-                    limit_max_value: h.get(answer::LIMIT_MAX_VALUE.as_bytes()),
-                },
-            ),
-            None => ControlAnswer::Unavailable,
+        let read = ReadAnswer::of(answer);
+        self.settle(
+            runtime,
+            pending,
+            read.answer,
+            read.status,
+            read.limits,
+            effects,
+        )
+    }
+
+    /// The call this request joined answered: `outcome` is what [`on_outgoing_answer`]
+    /// returned for it.
+    pub fn on_flight_answer<'a>(
+        &mut self,
+        runtime: &'a Runtime,
+        workspace: &'a mut Workspace,
+        outcome: &FlightOutcome,
+        effects: Effects<'_>,
+    ) -> Action<'a> {
+        let State::Joined(joiner) = mem::replace(&mut self.state, State::Done) else {
+            return Action::Continue;
         };
-        // APIcast's rate_limit_headers policy: the control service's own limit, if it says.
-        let limits = answer.and_then(|h| {
-            let number = |name: &str| {
-                h.get(name.as_bytes())
-                    .and_then(|v| std::str::from_utf8(v).ok())
-                    .and_then(|v| v.trim().parse::<i64>().ok())
-            };
-            Some(RateInfo {
-                limit: u64::try_from(number(answer::LIMIT_MAX_VALUE)?.max(0)).unwrap_or(0),
-                remaining: u64::try_from(number(LIMIT_REMAINING)?.max(0)).unwrap_or(0),
-                reset_secs: u64::try_from(number(answer::LIMIT_RESET)?.max(0)).unwrap_or(0),
-            })
-        });
-        self.settle(runtime, pending, interpreted, status, limits, effects)
+        let Joiner {
+            pending,
+            flight,
+            leader,
+            key,
+            credentials,
+            usage,
+        } = *joiner;
+        if flight != outcome.flight {
+            // Not this request's call: a binding bug; deny rather than guess.
+            return Action::Reply(Reply::INTERNAL_ERROR);
+        }
+        let Some(service) = runtime.model.service(pending.service) else {
+            return Action::Reply(Reply::INTERNAL_ERROR);
+        };
+        let answer = outcome.settled.answer;
+        if answer == ControlAnswer::Authorized {
+            // The call reported the leader's usage only when it was an authrep that answered.
+            let reported =
+                leader && service.cache().batching().is_none() && !outcome.settled.unreported;
+            if !reported {
+                report_cached(
+                    service,
+                    &mut workspace.reports,
+                    &mut workspace.outbox,
+                    flight.hash,
+                    &key,
+                    &credentials,
+                    &usage,
+                    effects,
+                );
+            }
+        }
+        if leader {
+            if let Some(e) =
+                (outcome.settled.event != CacheEvent::Miss).then_some(outcome.settled.event)
+            {
+                effects.counters.cache(e);
+            }
+        }
+        self.settle(
+            runtime,
+            pending,
+            answer,
+            outcome.status,
+            outcome.limits,
+            effects,
+        )
     }
 
     /// The call could not be sent (the host refused it: an unknown cluster, say).
@@ -383,6 +481,12 @@ impl RequestFlow {
             decision: scratch,
             call_path,
             limits,
+            cache_key,
+            cache: cache_buffers,
+            flights,
+            reports,
+            flusher: _,
+            outbox,
         } = workspace;
         let decision = model.decide(&view, effects.clock.now(), scratch);
         let mut rate = None;
@@ -451,6 +555,111 @@ impl RequestFlow {
                     );
                     return Action::Reply(Reply::INTERNAL_ERROR);
                 };
+                let debug_requested = known.debug.is_some_and(|v| service.debug_requested(v));
+                let policy = service.cache();
+                if policy.caches() {
+                    if cache::write_key(service, &credentials, scratch.usage(), cache_key) {
+                        let hash = cache::key_hash(policy, cache_key);
+                        let now = effects.clock.now().as_nanos();
+                        let found = cache::lookup(policy, effects, cache_key, hash, cache_buffers)
+                            .filter(|e| e.is_fresh(now));
+                        if let Some(entry) = found {
+                            if debug_requested {
+                                self.response_headers.extend(service.debug_headers(
+                                    &credentials,
+                                    scratch.matched_rules(),
+                                    scratch.usage(),
+                                    &runtime.node_name,
+                                ));
+                            }
+                            let answer = match entry.kind {
+                                cache::Kind::Authorized => {
+                                    effects.counters.cache(CacheEvent::Hit);
+                                    report_cached(
+                                        service,
+                                        reports,
+                                        outbox,
+                                        hash,
+                                        cache_key,
+                                        &credentials,
+                                        scratch.usage(),
+                                        effects,
+                                    );
+                                    ControlAnswer::Authorized
+                                }
+                                cache::Kind::Denied => {
+                                    effects.counters.cache(CacheEvent::DeniedHit);
+                                    ControlAnswer::Denied
+                                }
+                                cache::Kind::LimitsExceeded => {
+                                    effects.counters.cache(CacheEvent::DeniedHit);
+                                    ControlAnswer::LimitsExceeded {
+                                        retry_after: cache::retry_after(entry, now),
+                                    }
+                                }
+                            };
+                            let pending = Pending {
+                                service: service.index(),
+                                rate,
+                                debug: None,
+                            };
+                            return self.settle(runtime, pending, answer, Some(200), None, effects);
+                        }
+                        let flight = FlightKey {
+                            service: service.index(),
+                            hash,
+                        };
+                        let joined = flights.join(flight, cache_key);
+                        if joined != Joined::Collision {
+                            let leader = joined == Joined::Leader;
+                            if leader {
+                                effects.counters.cache(CacheEvent::Miss);
+                                let call = match policy.batching() {
+                                    Some(_) => AuthCall::Authorize,
+                                    None => AuthCall::Authrep,
+                                };
+                                let mut path = String::new();
+                                service.write_auth_call(
+                                    call,
+                                    &credentials,
+                                    scratch.usage(),
+                                    &mut path,
+                                );
+                                outbox.push(Outgoing {
+                                    service: service.index(),
+                                    method: CallMethod::Get,
+                                    path,
+                                    body: Vec::new(),
+                                    ticket: Ticket::Flight(flight),
+                                });
+                            } else {
+                                effects.counters.cache(CacheEvent::Joined);
+                            }
+                            let debug = debug_requested.then(|| {
+                                Box::new(DebugCapture {
+                                    credentials: credentials.clone().into_owned(),
+                                    matched: scratch.matched_rules().to_vec(),
+                                    usage: scratch.usage().to_vec(),
+                                })
+                            });
+                            self.state = State::Joined(Box::new(Joiner {
+                                pending: Pending {
+                                    service: service.index(),
+                                    rate,
+                                    debug,
+                                },
+                                flight,
+                                leader,
+                                key: cache_key.as_slice().into(),
+                                credentials: credentials.into_owned(),
+                                usage: scratch.usage().to_vec(),
+                            }));
+                            return Action::Join(flight);
+                        }
+                    } else {
+                        effects.counters.cache(CacheEvent::Uncacheable);
+                    }
+                }
                 call_path.clear();
                 service.write_authrep(&credentials, scratch.usage(), call_path);
                 let debug = known
@@ -537,6 +746,213 @@ impl RequestFlow {
             secret_token: service.secret_token(),
         })
     }
+}
+
+/// What an answer to a call says, read once.
+struct ReadAnswer {
+    answer: ControlAnswer,
+    status: Option<u16>,
+    /// APIcast's rate_limit_headers policy: the control service's own limit, if it says.
+    limits: Option<RateInfo>,
+}
+
+impl ReadAnswer {
+    fn of(answer: Option<&HeaderMap>) -> Self {
+        let status = answer.and_then(|h| h.get(STATUS)).and_then(parse_status);
+        let interpreted = match answer {
+            Some(h) => answer::interpret(
+                status,
+                AnswerHeaders {
+                    rejection_reason: h.get(answer::REJECTION_REASON.as_bytes()),
+                    limit_reset: h.get(answer::LIMIT_RESET.as_bytes()),
+                    limit_max_value: h.get(answer::LIMIT_MAX_VALUE.as_bytes()),
+                },
+            ),
+            None => ControlAnswer::Unavailable,
+        };
+        let limits = answer.and_then(|h| {
+            let number = |name: &str| {
+                h.get(name.as_bytes())
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .and_then(|v| v.trim().parse::<i64>().ok())
+            };
+            Some(RateInfo {
+                limit: u64::try_from(number(answer::LIMIT_MAX_VALUE)?.max(0)).unwrap_or(0),
+                remaining: u64::try_from(number(LIMIT_REMAINING)?.max(0)).unwrap_or(0),
+                reset_secs: u64::try_from(number(answer::LIMIT_RESET)?.max(0)).unwrap_or(0),
+            })
+        });
+        ReadAnswer {
+            answer: interpreted,
+            status,
+            limits,
+        }
+    }
+}
+
+/// What the call a key's misses waited on came to, for each of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlightOutcome {
+    pub flight: FlightKey,
+    settled: cache::Settled,
+    status: Option<u16>,
+    limits: Option<RateInfo>,
+}
+
+/// Sends (or queues) the report of a request admitted without its own authrep: a cache hit,
+/// or a request that waited on another's call.
+#[allow(clippy::too_many_arguments)]
+fn report_cached(
+    service: &crate::model::Service,
+    reports: &mut cache::Reports,
+    outbox: &mut Vec<Outgoing>,
+    hash: u64,
+    key: &[u8],
+    credentials: &Credentials<'_>,
+    usage: &[(MetricIndex, i64)],
+    effects: Effects<'_>,
+) {
+    if service.cache().batching().is_some() {
+        // Counted (queued or dropped) and logged by the batcher.
+        let _ = batch::add_usage(service, credentials, usage, effects);
+        return;
+    }
+    match reports.offer(service, hash, key, credentials, usage) {
+        ReportPlan::Send(ticket) => send_report(service, ticket, outbox, effects),
+        ReportPlan::Coalesced => effects.counters.cache(CacheEvent::Coalesced),
+        ReportPlan::Dropped => {
+            effects.counters.cache(CacheEvent::ReportDropped);
+            cache::log_dropped(service, effects);
+        }
+    }
+}
+
+fn send_report(
+    service: &crate::model::Service,
+    ticket: ReportTicket,
+    outbox: &mut Vec<Outgoing>,
+    effects: Effects<'_>,
+) {
+    effects.counters.cache(CacheEvent::Report);
+    let mut path = String::new();
+    service.write_authrep(&ticket.credentials, &ticket.usage, &mut path);
+    outbox.push(Outgoing {
+        service: service.index(),
+        method: CallMethod::Get,
+        path,
+        body: Vec::new(),
+        ticket: Ticket::Report(ticket),
+    });
+}
+
+/// A worker's call answered (`answer` `None`: it failed, or could not be sent). For the call
+/// of a key's misses, returns what to tell each request that joined it.
+pub fn on_outgoing_answer(
+    runtime: &Runtime,
+    workspace: &mut Workspace,
+    ticket: Ticket,
+    answer: Option<&HeaderMap>,
+    effects: Effects<'_>,
+) -> Option<FlightOutcome> {
+    let model = &runtime.model;
+    match ticket {
+        Ticket::Flight(flight) => {
+            let key = workspace.flights.land(flight)?;
+            let service = model.service(flight.service)?;
+            let read = ReadAnswer::of(answer);
+            let settled = cache::settle(
+                service,
+                effects,
+                &key,
+                flight.hash,
+                read.answer,
+                &mut workspace.cache,
+            );
+            Some(FlightOutcome {
+                flight,
+                settled,
+                status: read.status,
+                limits: read.limits,
+            })
+        }
+        Ticket::Report(ticket) => {
+            let service = model.service(ticket.service)?;
+            let read = ReadAnswer::of(answer);
+            // The answer refreshes the entry, or evicts it, as the mode says.
+            let _ = cache::settle(
+                service,
+                effects,
+                &ticket.key,
+                ticket.hash,
+                read.answer,
+                &mut workspace.cache,
+            );
+            let ok = read.answer != ControlAnswer::Unavailable;
+            if !ok {
+                effects.counters.cache(CacheEvent::ReportFailed);
+                match read.status {
+                    Some(s) => effects.log.log(
+                        Level::Warn,
+                        format_args!(
+                            "service {}: a background report failed (status {s}); it is retried",
+                            service.id()
+                        ),
+                    ),
+                    None => effects.log.log(
+                        Level::Warn,
+                        format_args!(
+                            "service {}: a background report got no answer; it is retried",
+                            service.id()
+                        ),
+                    ),
+                }
+            }
+            let now = effects.clock.now().as_nanos();
+            match workspace.reports.answered(service, ticket, ok, now) {
+                Ok(Some(next)) => send_report(service, next, &mut workspace.outbox, effects),
+                Ok(None) => {}
+                Err(_) => {
+                    effects.counters.cache(CacheEvent::ReportDropped);
+                    cache::log_dropped(service, effects);
+                }
+            }
+            None
+        }
+        Ticket::Flush(ticket) => {
+            let status = answer.and_then(|h| h.get(STATUS)).and_then(parse_status);
+            workspace
+                .flusher
+                .on_flush_answer(model, ticket, status, effects);
+            None
+        }
+    }
+}
+
+/// The root context's timer fired: batched reports that are due, and retries of failed
+/// background reports.
+pub fn on_tick(runtime: &Runtime, workspace: &mut Workspace, effects: Effects<'_>) {
+    let model = &runtime.model;
+    workspace
+        .flusher
+        .on_tick(model, effects, &mut workspace.outbox);
+    let mut due = Vec::new();
+    workspace
+        .reports
+        .due(effects.clock.now().as_nanos(), &mut due);
+    for ticket in due {
+        if let Some(service) = model.service(ticket.service) {
+            send_report(service, ticket, &mut workspace.outbox, effects);
+        }
+    }
+}
+
+/// How often a configuration needs [`on_tick`]: `None` when nothing waits for a timer.
+pub fn tick_period_ms(model: &Compiled) -> Option<u32> {
+    let caches = model
+        .services()
+        .iter()
+        .any(|s| s.authorizes() && s.cache().caches());
+    batch::tick_period_ms(model).or(caches.then_some(1000))
 }
 
 /// The headers the flow itself reads, found in one pass (the first of each, as NGINX takes

@@ -46,7 +46,7 @@ pub const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
 impl Outgoing {
     /// The call's headers, pseudo-headers first; `authority` is the service's
     /// control-service authority.
-    pub fn headers<'a>(&'a self, model: &'a Compiled) -> impl Iterator<Item = (&'a str, &'a str)> {
+    pub fn headers<'a>(&'a self, model: &'a Compiled) -> [(&'a str, &'a str); 4] {
         let authority = model
             .service(self.service)
             .map_or(model.control_cluster(), |s| s.control_authority());
@@ -64,6 +64,5 @@ impl Outgoing {
             (":authority", authority),
             last,
         ]
-        .into_iter()
     }
 }

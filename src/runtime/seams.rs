@@ -50,10 +50,14 @@ pub enum CacheEvent {
     Coalesced,
     /// A key too long to cache: the request waited, as without a cache.
     Uncacheable,
+    /// A cached request's usage could not be kept for a report (the per-worker bound).
+    ReportDropped,
+    /// A background report failed and its usage waits for a retry.
+    ReportFailed,
 }
 
 impl CacheEvent {
-    pub const ALL: [CacheEvent; 9] = [
+    pub const ALL: [CacheEvent; 11] = [
         CacheEvent::Hit,
         CacheEvent::DeniedHit,
         CacheEvent::Miss,
@@ -63,6 +67,8 @@ impl CacheEvent {
         CacheEvent::Report,
         CacheEvent::Coalesced,
         CacheEvent::Uncacheable,
+        CacheEvent::ReportDropped,
+        CacheEvent::ReportFailed,
     ];
 
     pub fn index(self) -> usize {
@@ -80,6 +86,8 @@ impl CacheEvent {
             CacheEvent::Report => "report",
             CacheEvent::Coalesced => "coalesced",
             CacheEvent::Uncacheable => "uncacheable",
+            CacheEvent::ReportDropped => "report_dropped",
+            CacheEvent::ReportFailed => "report_failed",
         }
     }
 }

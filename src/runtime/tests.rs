@@ -37,6 +37,11 @@ fn runtime(proxy_extra: Value, node: Option<&[u8]>) -> Runtime {
     }]});
     let loaded = load(config.to_string().as_bytes());
     assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics);
+    // These tests follow one request's own call: no cache (cache_tests.rs has the cache).
+    let mut config = loaded.config.unwrap();
+    config.services[0].cache.mode = crate::config::CacheMode::None;
+    let loaded = load(serde_json::to_string(&config).unwrap().as_bytes());
+    assert!(!loaded.diagnostics.has_errors(), "{:?}", loaded.diagnostics);
     Runtime::new(loaded.compiled.unwrap(), node)
 }
 
@@ -153,6 +158,9 @@ fn call_authorities(services: Vec<Value>, authority: Option<&str>) -> Vec<String
     let loaded = load(json!({ "services": services }).to_string().as_bytes());
     let mut config = loaded.config.unwrap();
     config.control_service.authority = authority.map(str::to_owned);
+    for s in &mut config.services {
+        s.cache.mode = crate::config::CacheMode::None;
+    }
     let mut diags = crate::Diagnostics::new();
     let compiled = crate::compile(&config, &crate::config::FilterConfigPaths, &mut diags).unwrap();
     let gw = Runtime::new(compiled, None);

@@ -503,7 +503,7 @@ fn service_config(
         }
     };
     // Read now for backend_version; the chain itself is read with the rest of the proxy.
-    let authorizes = policies::runs_apicast(proxy_obj.get("policy_chain"));
+    let authorizes = policies::authorizes_with_3scale(proxy_obj.get("policy_chain"));
 
     // configuration.lua reads it with `tostring`; configuration/service.lua finds the
     // credentials of versions 1, 2 and oauth, and none for anything else (or nothing).

@@ -1025,13 +1025,11 @@ fn policies_tollgate_cannot_run_are_errors_unless_accepted() {
     let at = |k: usize| format!("services[0].proxy.policy_chain[{k}].name");
     expect(&d, e, &at(0), "policy 'apicast.policy.cors' is not implemented by tollgate: without it the gateway would do less");
     expect(&d, e, &at(0), "`--skip-policy cors`");
-    expect(
-        &d,
-        e,
-        &at(2),
-        "not implemented by tollgate yet (planned: issue 11)",
+    // caching and 3scale_batcher are policies tollgate runs.
+    assert!(
+        !d.iter().any(|x| x.1.contains("[2]") || x.1.contains("[3]")),
+        "{d:#?}"
     );
-    expect(&d, e, &at(3), "(planned: issue 11)");
     expect(
         &d,
         e,
@@ -1047,7 +1045,7 @@ fn policies_tollgate_cannot_run_are_errors_unless_accepted() {
         "services[0].proxy.policy_chain[7]",
         "without a name is ignored",
     );
-    assert_eq!(d.iter().filter(|x| x.0 == e).count(), 4, "{d:#?}");
+    assert_eq!(d.iter().filter(|x| x.0 == e).count(), 2, "{d:#?}");
 
     // Accepted by the caller, by either spelling, or by the document itself.
     let options = crate::LoadOptions {
@@ -1072,15 +1070,9 @@ fn policies_tollgate_cannot_run_are_errors_unless_accepted() {
         .collect();
     assert_eq!(
         skipped,
-        [
-            ("42", "cors"),
-            ("42", "caching"),
-            ("42", "3scale_batcher"),
-            ("42", "my_custom"),
-            ("42", "logging")
-        ]
+        [("42", "cors"), ("42", "my_custom"), ("42", "logging")]
     );
-    for k in [0, 2, 3, 4, 5] {
+    for k in [0, 4, 5] {
         let p = format!("services[0].proxy.policy_chain[{k}]");
         assert!(
             has(&d, w, &p, "the gateway does not run policy"),
@@ -1093,17 +1085,24 @@ fn policies_tollgate_cannot_run_are_errors_unless_accepted() {
         "",
         "policy 'cros' is accepted as skipped, but no service's policy_chain has it",
     );
-    expect(
-        &d,
-        w,
-        "",
-        "policy 'rate_limit' is accepted as skipped, but tollgate runs it: nothing is skipped",
-    );
+    for name in ["rate_limit", "caching", "3scale_batcher"] {
+        expect(
+            &d,
+            w,
+            "",
+            &format!(
+                "policy '{name}' is accepted as skipped, but tollgate runs it: nothing is skipped"
+            ),
+        );
+    }
+    let svc = &c.services[0];
+    assert_eq!(svc.cache.mode, crate::config::CacheMode::Resilient);
+    assert_eq!(svc.batching, Some(crate::config::BatchingConfig::default()));
     assert_eq!(
         d.iter()
             .filter(|x| x.2.contains("does not run policy"))
             .count(),
-        5,
+        3,
         "one warning each: {d:#?}"
     );
     // The FilterConfig says so, and says it again when it is loaded.
@@ -1566,4 +1565,360 @@ fn rate_limit_refuses_wrong_types_at_their_paths() {
     );
     let d = diags(&rate_limit_doc(json!("text")));
     expect(&d, e, RL, "expected an object, found a string");
+}
+
+fn loaded_chain(chain: serde_json::Value) -> crate::Loaded {
+    let mut s = service();
+    s["proxy"]["policy_chain"] = chain;
+    loaded(&json!({"services": [s]}))
+}
+
+fn first_service(l: &crate::Loaded) -> &crate::config::ServiceConfig {
+    assert!(l.compiled.is_some(), "{:#?}", all(l));
+    &l.config.as_ref().unwrap().services[0]
+}
+
+#[test]
+fn caching_policy_sets_the_cache_mode() {
+    use crate::config::CacheMode;
+    for (given, mode) in [
+        ("strict", CacheMode::Strict),
+        ("resilient", CacheMode::Resilient),
+        ("allow", CacheMode::Allow),
+        ("none", CacheMode::None),
+    ] {
+        for name in ["caching", "apicast.policy.caching"] {
+            // Before or after the apicast policy: APIcast exports the handler to the whole chain.
+            for chain in [
+                json!([{"name": "apicast"}, {"name": name, "configuration": {"caching_type": given}}]),
+                json!([{"name": name, "configuration": {"caching_type": given}}, {"name": "apicast"}]),
+            ] {
+                let l = loaded_chain(chain.clone());
+                let d = all(&l);
+                let s = first_service(&l);
+                assert_eq!(s.cache.mode, mode, "{chain}");
+                assert_eq!(s.authorization, crate::config::Authorization::Threescale);
+                assert!(
+                    !d.iter().any(|x| x.1.contains("policy_chain")),
+                    "{chain}: {d:#?}"
+                );
+                assert!(l.config.as_ref().unwrap().skipped_policies.is_empty());
+                // The rest of the cache keeps its defaults; no batching.
+                let defaults = crate::config::CacheConfig::default();
+                assert_eq!(
+                    (s.cache.ttl_seconds, s.cache.max_keys),
+                    (defaults.ttl_seconds, defaults.max_keys)
+                );
+                assert_eq!(s.batching, None);
+            }
+        }
+    }
+    // No caching policy, or a disabled one: APIcast's default handler, strict.
+    for chain in [
+        json!([{"name": "apicast"}]),
+        json!([{"name": "apicast"}, {"name": "caching", "enabled": false, "configuration": {"caching_type": "none"}}]),
+    ] {
+        let l = loaded_chain(chain.clone());
+        assert_eq!(first_service(&l).cache.mode, CacheMode::Strict, "{chain}");
+        assert!(
+            !all(&l).iter().any(|x| x.1.contains("policy_chain")),
+            "{chain}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_or_unknown_caching_type_disables_the_cache_with_a_warning() {
+    use crate::config::CacheMode;
+    let w = Severity::Warning;
+    let at = "services[0].proxy.policy_chain[1].configuration";
+    let field = format!("{at}.caching_type");
+    for (configuration, needle) in [
+        (
+            json!({}),
+            "no caching_type: APIcast logs an error and disables the cache",
+        ),
+        (json!(null), "no caching_type"),
+        (json!({"caching_type": null}), "no caching_type"),
+        (
+            json!({"caching_type": "Strict"}),
+            "unknown caching_type 'Strict'",
+        ),
+        (json!({"caching_type": "off"}), "unknown caching_type 'off'"),
+        (json!({"caching_type": 1}), "unknown caching_type a number"),
+        (
+            json!({"caching_type": ["strict"]}),
+            "unknown caching_type an array",
+        ),
+        (
+            json!({"caching_type": "a-string-longer-than-sixteen"}),
+            "unknown caching_type a string:",
+        ),
+    ] {
+        let l = loaded_chain(
+            json!([{"name": "apicast"}, {"name": "caching", "configuration": configuration}]),
+        );
+        let d = all(&l);
+        assert_eq!(
+            first_service(&l).cache.mode,
+            CacheMode::None,
+            "{configuration}"
+        );
+        expect(&d, w, &field, needle);
+        expect(
+            &d,
+            w,
+            &field,
+            "(cache mode none: every request waits for the control service)",
+        );
+        assert!(!l.diagnostics.has_errors(), "{d:#?}");
+    }
+    // A policy without configuration at all, or a configuration that is not an object.
+    let l = loaded_chain(json!([{"name": "apicast"}, {"name": "caching"}]));
+    assert_eq!(first_service(&l).cache.mode, CacheMode::None);
+    let whole = "no caching_type: APIcast logs an error and disables the cache, and so does \
+                 tollgate (cache mode none: every request waits for the control service). \
+                 Expected strict, resilient, allow or none";
+    assert!(
+        all(&l).contains(&(w, field.clone(), whole.to_owned())),
+        "{:#?}",
+        all(&l)
+    );
+    let l =
+        loaded_chain(json!([{"name": "apicast"}, {"name": "caching", "configuration": "strict"}]));
+    let d = all(&l);
+    assert_eq!(first_service(&l).cache.mode, CacheMode::None);
+    expect(
+        &d,
+        w,
+        at,
+        "expected an object, found a string: APIcast reads no field from it",
+    );
+    expect(&d, w, &field, "no caching_type");
+    // A near miss is named.
+    let l = loaded_chain(
+        json!([{"name": "apicast"}, {"name": "caching", "configuration": {"cacheing_type": "strict"}}]),
+    );
+    let d = all(&l);
+    assert_eq!(first_service(&l).cache.mode, CacheMode::None);
+    expect(
+        &d,
+        w,
+        &format!("{at}.cacheing_type"),
+        "did you mean 'caching_type'?",
+    );
+    // A second caching policy: the first one's handler is the chain's.
+    let l = loaded_chain(json!([
+        {"name": "caching", "configuration": {"caching_type": "allow"}},
+        {"name": "apicast"},
+        {"name": "caching", "configuration": {"caching_type": "strict"}},
+    ]));
+    let d = all(&l);
+    assert_eq!(first_service(&l).cache.mode, CacheMode::Allow);
+    expect(
+        &d,
+        w,
+        "services[0].proxy.policy_chain[2]",
+        "a second caching policy has no effect",
+    );
+}
+
+#[test]
+fn batcher_policy_sets_batching() {
+    use crate::config::{Authorization, BatchingConfig};
+    let defaults = BatchingConfig::default();
+    assert_eq!(
+        (defaults.auths_ttl_seconds, defaults.batch_report_seconds),
+        (10, 10)
+    );
+    for (configuration, ttl, interval) in [
+        (None, 10, 10),
+        (Some(json!(null)), 10, 10),
+        (Some(json!({})), 10, 10),
+        (Some(json!({"auths_ttl": 3})), 3, 10),
+        (Some(json!({"batch_report_seconds": 7})), 10, 7),
+        (
+            Some(json!({"auths_ttl": 30, "batch_report_seconds": 2.0})),
+            30,
+            2,
+        ),
+        (
+            Some(json!({"auths_ttl": null, "batch_report_seconds": 1})),
+            10,
+            1,
+        ),
+    ] {
+        let mut policy = json!({"name": "apicast.policy.3scale_batcher"});
+        if let Some(c) = &configuration {
+            policy["configuration"] = c.clone();
+        }
+        // Before or after the apicast policy (APIcast's TEST 1 and TEST 4): the batcher's
+        // rewrite phase turns the apicast policy's authrep off either way.
+        for chain in [
+            json!([policy.clone(), {"name": "apicast"}]),
+            json!([{"name": "apicast"}, policy.clone()]),
+        ] {
+            let l = loaded_chain(chain.clone());
+            let d = all(&l);
+            let s = first_service(&l);
+            assert_eq!(
+                s.batching,
+                Some(BatchingConfig {
+                    auths_ttl_seconds: ttl,
+                    batch_report_seconds: interval,
+                    ..defaults
+                }),
+                "{chain}"
+            );
+            assert_eq!(s.authorization, Authorization::Threescale);
+            assert_eq!(s.cache, crate::config::CacheConfig::default(), "{chain}");
+            assert!(
+                !d.iter().any(|x| x.1.contains("policy_chain")),
+                "{chain}: {d:#?}"
+            );
+            assert!(l.config.as_ref().unwrap().skipped_policies.is_empty());
+        }
+    }
+    // With the caching policy: its mode is the batcher's on failures (APIcast's TEST 5, 7).
+    let l = loaded_chain(json!([
+        {"name": "3scale_batcher", "configuration": {}},
+        {"name": "apicast"},
+        {"name": "caching", "configuration": {"caching_type": "resilient"}},
+    ]));
+    let s = first_service(&l);
+    assert_eq!(s.cache.mode, crate::config::CacheMode::Resilient);
+    assert!(s.batching.is_some());
+    // Disabled: no batching.
+    let l =
+        loaded_chain(json!([{"name": "3scale_batcher", "enabled": false}, {"name": "apicast"}]));
+    assert_eq!(first_service(&l).batching, None);
+}
+
+#[test]
+fn batcher_values_that_are_not_positive_seconds_get_the_default_with_a_warning() {
+    let w = Severity::Warning;
+    let at = "services[0].proxy.policy_chain[0].configuration";
+    for (value, shown) in [
+        (json!(0), "a number"),
+        (json!(-5), "a number"),
+        (json!(1.5), "a number"),
+        (json!("5"), "'5'"),
+        (json!(true), "a boolean"),
+        (json!({}), "an object"),
+        (json!(8_589_934_592_u64), "a number"),
+    ] {
+        for (field, other) in [
+            ("auths_ttl", "batch_report_seconds"),
+            ("batch_report_seconds", "auths_ttl"),
+        ] {
+            let l = loaded_chain(json!([
+                {"name": "3scale_batcher", "configuration": {field: value, other: 4}},
+                {"name": "apicast"},
+            ]));
+            let d = all(&l);
+            let b = first_service(&l).batching.unwrap();
+            let (ttl, interval) = if field == "auths_ttl" {
+                (10, 4)
+            } else {
+                (4, 10)
+            };
+            assert_eq!(
+                (b.auths_ttl_seconds, b.batch_report_seconds),
+                (ttl, interval),
+                "{field}: {value}"
+            );
+            expect(
+                &d,
+                w,
+                &format!("{at}.{field}"),
+                &format!("expected a positive whole number of seconds, found {shown}"),
+            );
+            expect(
+                &d,
+                w,
+                &format!("{at}.{field}"),
+                "so tollgate uses the default, 10",
+            );
+            assert!(!has(&d, w, &format!("{at}.{other}"), "expected"), "{d:#?}");
+            assert!(!l.diagnostics.has_errors(), "{d:#?}");
+        }
+    }
+    let l = loaded_chain(json!([{"name": "3scale_batcher", "configuration": {"auths_ttl": 0}}]));
+    let whole = "expected a positive whole number of seconds, found a number: APIcast's shared \
+                 cache and timer misbehave with it (0 keeps answers forever, others fail), so \
+                 tollgate uses the default, 10";
+    assert!(
+        all(&l).contains(&(w, format!("{at}.auths_ttl"), whole.to_owned())),
+        "{:#?}",
+        all(&l)
+    );
+    // Not an object: the defaults, with a warning.
+    let l = loaded_chain(
+        json!([{"name": "3scale_batcher", "configuration": [1]}, {"name": "apicast"}]),
+    );
+    let b = first_service(&l).batching.unwrap();
+    assert_eq!((b.auths_ttl_seconds, b.batch_report_seconds), (10, 10));
+    expect(&all(&l), w, at, "expected an object, found an array");
+    // A near miss is named.
+    let l = loaded_chain(
+        json!([{"name": "3scale_batcher", "configuration": {"auth_ttl": 5}}, {"name": "apicast"}]),
+    );
+    assert_eq!(first_service(&l).batching.unwrap().auths_ttl_seconds, 10);
+    expect(
+        &all(&l),
+        w,
+        &format!("{at}.auth_ttl"),
+        "did you mean 'auths_ttl'?",
+    );
+}
+
+#[test]
+fn a_batcher_without_the_apicast_policy_still_authorizes() {
+    use crate::config::Authorization;
+    let w = Severity::Warning;
+    for chain in [
+        json!([{"name": "3scale_batcher", "configuration": {"auths_ttl": 5}}]),
+        json!([{"name": "apicast", "enabled": false}, {"name": "3scale_batcher", "configuration": {"auths_ttl": 5}}]),
+    ] {
+        let l = loaded_chain(chain.clone());
+        let d = all(&l);
+        let s = first_service(&l);
+        assert_eq!(s.authorization, Authorization::Threescale, "{chain}");
+        assert_eq!(s.batching.unwrap().auths_ttl_seconds, 5);
+        let at = if chain[0]["name"] == "apicast" { 1 } else { 0 };
+        expect(
+            &d,
+            w,
+            &format!("services[0].proxy.policy_chain[{at}]"),
+            "a 3scale_batcher without the apicast policy",
+        );
+        assert!(
+            !d.iter()
+                .any(|x| x.2.contains("APIcast does not authorize these requests")),
+            "{chain}: {d:#?}"
+        );
+    }
+    // A disabled batcher alone: nothing authorizes.
+    let l = loaded_chain(json!([{"name": "3scale_batcher", "enabled": false}]));
+    let s = first_service(&l);
+    assert_eq!(s.authorization, Authorization::None);
+    assert_eq!(s.batching, None);
+    // Two batchers: the first one's configuration, a warning at the second.
+    let l = loaded_chain(json!([
+        {"name": "apicast"},
+        {"name": "3scale_batcher", "configuration": {"auths_ttl": 5}},
+        {"name": "apicast.policy.3scale_batcher", "configuration": {"auths_ttl": 7}},
+    ]));
+    let d = all(&l);
+    assert_eq!(first_service(&l).batching.unwrap().auths_ttl_seconds, 5);
+    expect(
+        &d,
+        w,
+        "services[0].proxy.policy_chain[2]",
+        "a second 3scale_batcher",
+    );
+    assert!(
+        !d.iter().any(|x| x.2.contains("without the apicast policy")),
+        "{d:#?}"
+    );
 }
