@@ -4,7 +4,9 @@
 //! and count calls exactly however many there are (that log keeps the last 1000).
 //!
 //! A relay that cannot reach its upstream closes the client's connection: Envoy sees what it
-//! would see with the control service stopped behind it.
+//! would see with the control service stopped behind it. A hanging relay
+//! ([`Tap::set_hanging`]) reads requests and never answers them: a control service that
+//! accepts and then stalls, so only the caller's timeout ends the call.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -40,6 +42,7 @@ pub struct Tap {
     addr: SocketAddr,
     log: Log,
     stop: Arc<AtomicBool>,
+    hang: Arc<AtomicBool>,
 }
 
 impl Tap {
@@ -52,7 +55,8 @@ impl Tap {
             .map_err(HarnessError::io("reading the tap's address"))?;
         let log: Log = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let (accept_log, accept_stop) = (log.clone(), stop.clone());
+        let hang = Arc::new(AtomicBool::new(false));
+        let (accept_log, accept_stop, accept_hang) = (log.clone(), stop.clone(), hang.clone());
         std::thread::Builder::new()
             .name("tap-accept".into())
             .spawn(move || {
@@ -61,12 +65,23 @@ impl Tap {
                         break;
                     }
                     if let Ok(client) = client {
-                        relay(client, upstream, accept_log.clone());
+                        relay(client, upstream, accept_log.clone(), accept_hang.clone());
                     }
                 }
             })
             .map_err(HarnessError::io("starting the tap"))?;
-        Ok(Self { addr, log, stop })
+        Ok(Self {
+            addr,
+            log,
+            stop,
+            hang,
+        })
+    }
+
+    /// While set, requests are read and dropped: never forwarded, never answered, not kept.
+    /// A connection that dropped one stays silent until its client closes it.
+    pub fn set_hanging(&self, hanging: bool) {
+        self.hang.store(hanging, Ordering::Relaxed);
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -101,7 +116,7 @@ impl Drop for Tap {
 }
 
 /// Two threads per connection: client → upstream (parsed on the way) and back.
-fn relay(client: TcpStream, upstream: SocketAddr, log: Log) {
+fn relay(client: TcpStream, upstream: SocketAddr, log: Log, hang: Arc<AtomicBool>) {
     let Ok(server) = TcpStream::connect(upstream) else {
         // Dropped: the client's connection closes, as with nothing listening.
         return;
@@ -113,7 +128,7 @@ fn relay(client: TcpStream, upstream: SocketAddr, log: Log) {
     };
     let _ = std::thread::Builder::new()
         .name("tap-up".into())
-        .spawn(move || forward(client, server, &log));
+        .spawn(move || forward(client, server, &log, &hang));
     let _ = std::thread::Builder::new()
         .name("tap-down".into())
         .spawn(move || {
@@ -123,15 +138,20 @@ fn relay(client: TcpStream, upstream: SocketAddr, log: Log) {
         });
 }
 
-fn forward(mut from: TcpStream, mut to: TcpStream, log: &Log) {
+fn forward(mut from: TcpStream, mut to: TcpStream, log: &Log, hang: &AtomicBool) {
     let mut parser = Parser::default();
     let mut chunk = [0u8; 16 * 1024];
+    let mut silent = false;
     loop {
         let n = match from.read(&mut chunk) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
         let Some(read) = chunk.get(..n) else { break };
+        silent = silent || hang.load(Ordering::Relaxed);
+        if silent {
+            continue;
+        }
         // Recorded before it is forwarded: an answer cannot arrive before its request is kept.
         let done = parser.feed(read);
         if !done.is_empty() {

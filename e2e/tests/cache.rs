@@ -3,8 +3,9 @@
 //! where bodies, spacing or exact call counts are read): a warm cache answers without waiting
 //! and every admitted request is reported once; the batcher reports once per interval with
 //! summed usage and no app_key; each failure mode keeps its promise while the control service
-//! is down and the totals add up after it restarts on its state file; a key the control
-//! service starts refusing for limits is refused locally.
+//! is down and the totals add up after it restarts on its state file; a stalled control
+//! service costs a waiting request the timeout and no more, and a cached one nothing; a key
+//! the control service starts refusing for limits is refused locally.
 //!
 //! Envoy and target/tollgate.wasm (`make wasm envoy`) are required: missing, these tests fail
 //! with the command that provides them.
@@ -841,4 +842,111 @@ fn a_key_refused_for_limits_in_the_background_is_limited_without_a_call() {
     assert_eq!(st.counter("cache.denied_hit") - denied_before, 10);
     assert_eq!(st.upstream_saw(), ok);
     assert_eq!(st.usage(svc.id, "capped"), 5);
+}
+
+#[test]
+fn a_stalled_control_service_costs_a_waiting_request_the_timeout_and_no_more() {
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    const MARGIN: Duration = Duration::from_millis(250);
+    let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    let svc = |id, mode: &str| {
+        Svc::new(
+            id,
+            json!({"mode": mode, "ttl_seconds": 60, "denied_ttl_seconds": 60}),
+            Value::Null,
+        )
+    };
+    let (strict, resilient, allow, none) = (
+        svc(70, "strict"),
+        svc(71, "resilient"),
+        svc(72, "allow"),
+        svc(73, "none"),
+    );
+    let all = [
+        strict.clone(),
+        resilient.clone(),
+        allow.clone(),
+        none.clone(),
+    ];
+    let st = Stack::start(&all, TIMEOUT.as_millis() as u32, true, false);
+    let mut admitted: BTreeMap<(u64, String), u64> = BTreeMap::new();
+    let mut took = Vec::new();
+    // Sends one request and checks its answer and how long it took.
+    let mut expect = |s: &Svc, i: usize, status: u16, wait: Wait| {
+        let a = st.get(s, &app(i), &key(i));
+        assert_eq!(a.status, status, "service {} app-{i}: {a:?}", s.id);
+        if status == 200 {
+            passed(&a);
+            *admitted.entry((s.id, app(i))).or_insert(0) += 1;
+        } else {
+            refused(&a);
+        }
+        let within = match wait {
+            Wait::Cached => Duration::ZERO..TIMEOUT / 2,
+            Wait::Timeout => TIMEOUT - Duration::from_millis(50)..TIMEOUT + MARGIN,
+            Wait::Answer => Duration::ZERO..TIMEOUT,
+        };
+        assert!(
+            within.contains(&a.elapsed),
+            "service {} app-{i} took {:?}, expected {wait:?} (the timeout is {TIMEOUT:?})",
+            s.id,
+            a.elapsed
+        );
+        took.push(a.elapsed);
+    };
+    for s in &all {
+        expect(s, 0, 200, Wait::Answer);
+    }
+    st.tap().set_hanging(true);
+    // Cached: answered at once; their background authreps hang until the timeout.
+    expect(&strict, 0, 200, Wait::Cached);
+    expect(&resilient, 0, 200, Wait::Cached);
+    expect(&allow, 0, 200, Wait::Cached);
+    // Not cached: each waits for the timeout.
+    expect(&none, 0, 403, Wait::Timeout);
+    expect(&allow, 1, 200, Wait::Timeout);
+    expect(&resilient, 1, 403, Wait::Timeout);
+    // The strict key's background authrep has timed out: evicted, its next request waits.
+    std::thread::sleep(TIMEOUT + Duration::from_millis(200));
+    expect(&strict, 0, 403, Wait::Timeout);
+    expect(&resilient, 0, 200, Wait::Cached);
+    // The unseen key allow admitted is cached now.
+    expect(&allow, 1, 200, Wait::Cached);
+    st.tap().set_hanging(false);
+    // strict was evicted and none never caches: they ask; the others still hold the key.
+    expect(&strict, 0, 200, Wait::Answer);
+    expect(&resilient, 0, 200, Wait::Cached);
+    expect(&allow, 0, 200, Wait::Cached);
+    expect(&none, 0, 200, Wait::Answer);
+    eprintln!("stalled: answers took {took:.0?}");
+    // The reports that timed out never reached the control service: retried, they do now.
+    let unreported = || -> u64 {
+        admitted
+            .iter()
+            .map(|((id, app_id), n)| n.saturating_sub(st.usage(*id, app_id)))
+            .sum()
+    };
+    let settled = wait_until(Duration::from_secs(15), "the retried reports", || {
+        unreported() == 0
+    });
+    let counted: Vec<_> = admitted
+        .keys()
+        .map(|(id, app_id)| (*id, app_id.clone(), st.usage(*id, app_id)))
+        .collect();
+    eprintln!("stalled: admitted {admitted:?}, counted {counted:?}");
+    settled.unwrap();
+    for (id, app_id, c) in counted {
+        assert_eq!(c, admitted[&(id, app_id.clone())], "service {id} {app_id}");
+    }
+}
+
+/// How long a request may take, against the control-service timeout.
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    /// Answered from the cache: without waiting for any call.
+    Cached,
+    /// Waited for a call that got no answer: the timeout, give or take.
+    Timeout,
+    /// Waited for the control service's answer.
+    Answer,
 }
