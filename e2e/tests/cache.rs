@@ -232,6 +232,21 @@ impl Stack {
             .unwrap_or(0)
     }
 
+    /// The control service's `/_tollgate/calls` count of `kind` (`authrep`, `report`, ...).
+    fn calls(&self, kind: &str) -> u64 {
+        let url = format!("http://{}/_tollgate/calls", self.control_addr);
+        let body = ureq::get(&url)
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        let doc: Value = serde_json::from_str(&body).unwrap();
+        doc[kind]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {kind} in {body}"))
+    }
+
     fn upstream_saw(&self) -> usize {
         self.gw.echo.seen().len()
     }
@@ -357,6 +372,7 @@ fn a_warm_cache_answers_without_waiting_and_reports_every_request_once() {
     settled.unwrap();
     assert_eq!(per_app, admitted.to_vec());
     assert_eq!(st.tap().count(AUTHREP), REQUESTS + APPS);
+    assert_eq!(st.calls("authrep"), (REQUESTS + APPS) as u64);
     assert_eq!(st.tap().count(AUTHORIZE), 0);
     assert_eq!(st.tap().count(REPORT), 0);
     assert_eq!(st.counter("cache.report"), hits);
@@ -528,6 +544,11 @@ fn batched_reports_go_out_once_per_interval_with_summed_usage() {
     assert_eq!(st.counter("batch.flush_failed"), 0);
     let carried: usize = posts.iter().map(|p| transactions(&p.body).0.len()).sum();
     assert_eq!(st.counter("batch.transactions"), carried as u64);
+    // The control service took every report whole.
+    assert_eq!(st.calls("report"), posts.len() as u64);
+    assert_eq!(st.calls("report_transactions"), carried as u64);
+    assert_eq!(st.calls("report_dropped"), 0);
+    assert_eq!(st.calls("authorize"), authorizes as u64);
 }
 
 /// What a client of a service gets for its known-good key, its known-bad key and a key not
@@ -689,6 +710,12 @@ fn each_failure_mode_keeps_its_promise_while_the_control_service_is_down() {
         }
     };
 
+    // A flusher holds the lease (its first tick after Envoy started), so the batched
+    // services' flushes fall due during the outage, a tick or two after it starts.
+    wait_until(Duration::from_secs(5), "a flusher", || {
+        st.counter("batch.lease_taken") >= 1
+    })
+    .unwrap();
     // The cache learns the good key and the bad one.
     let warmed = Instant::now();
     for c in &cases {
@@ -783,6 +810,8 @@ fn each_failure_mode_keeps_its_promise_while_the_control_service_is_down() {
             assert_eq!(c, *n, "service {id} {app_id}: usage lost or doubled");
         }
     }
+    // No report the gateway sent after the restart was refused (calls kept in the state file).
+    assert_eq!(st.calls("report_dropped"), 0);
     assert!(
         st.counter("batch.flush_failed") >= 1,
         "no flush failed during the outage"
@@ -839,6 +868,7 @@ fn a_key_refused_for_limits_in_the_background_is_limited_without_a_call() {
         calls,
         "a limited key was asked again"
     );
+    assert_eq!(st.calls("authrep"), 6);
     assert_eq!(st.counter("cache.denied_hit") - denied_before, 10);
     assert_eq!(st.upstream_saw(), ok);
     assert_eq!(st.usage(svc.id, "capped"), 5);
