@@ -61,8 +61,10 @@ struct Run {
     /// wrk's latency percentiles, in milliseconds.
     p50_ms: f64,
     p99_ms: f64,
-    /// Calls to the control service per 10,000 requests wrk completed.
+    /// Calls to the control service per 10,000 requests wrk completed: as Envoy sent them,
+    /// and as the control service answered them (`/_tollgate/calls`).
     calls_per_10k: f64,
+    answered_per_10k: f64,
 }
 
 /// What wrk printed.
@@ -194,10 +196,12 @@ fn measure(case: &Case<'_>) -> Result<Run> {
     }
     expect_status(&url, case.host, case.status)?;
     let calls_before = control_calls(&envoy)?;
+    let answered_before = answered_calls(case.control)?;
     let before = cpu_nanos(envoy.pid())?;
     let run = wrk(&url, case.host)?;
     let spent = cpu_nanos(envoy.pid())?.saturating_sub(before);
     let calls = control_calls(&envoy)?.saturating_sub(calls_before);
+    let answered = answered_calls(case.control)?.saturating_sub(answered_before);
     let requests = run.requests.max(1) as f64;
     Ok(Run {
         rps: run.rps,
@@ -205,7 +209,28 @@ fn measure(case: &Case<'_>) -> Result<Run> {
         p50_ms: run.p50_ms,
         p99_ms: run.p99_ms,
         calls_per_10k: calls as f64 * 10_000.0 / requests,
+        answered_per_10k: answered as f64 * 10_000.0 / requests,
     })
+}
+
+/// Service Management calls the control service at `port` answered so far (0 without one).
+fn answered_calls(port: Option<u16>) -> Result<u64> {
+    let Some(port) = port else { return Ok(0) };
+    let body = ureq::get(&format!("http://127.0.0.1:{port}/_tollgate/calls"))
+        .call()?
+        .body_mut()
+        .read_to_string()?;
+    let calls: serde_json::Value = serde_json::from_str(&body)?;
+    Ok([
+        "authrep",
+        "authorize",
+        "report",
+        "oauth_authrep",
+        "oauth_authorize",
+    ]
+    .iter()
+    .filter_map(|k| calls.get(k).and_then(serde_json::Value::as_u64))
+    .sum())
 }
 
 /// Requests Envoy sent to the control-service cluster so far (0 without the cluster). The
@@ -429,6 +454,7 @@ fn main() -> Result<()> {
             p50_ms: of(|r| r.p50_ms),
             p99_ms: of(|r| r.p99_ms),
             calls_per_10k: of(|r| r.calls_per_10k),
+            answered_per_10k: of(|r| r.answered_per_10k),
         };
         println!(
             "{:<36} {:>8.0} requests/s  {:>6.1} µs Envoy CPU/request  p50 {:>6.3} ms  p99 {:>6.3} \
@@ -494,8 +520,16 @@ fn main() -> Result<()> {
         b.cpu_us / g.cpu_us
     );
     println!(
-        "control-service calls per 10,000 requests: e {:.1}, f {:.1}, g {:.1}  (d {:.1})",
-        e.calls_per_10k, f.calls_per_10k, g.calls_per_10k, d.calls_per_10k
+        "control-service calls per 10,000 requests, sent by Envoy / answered by the control \
+         service: e {:.1} / {:.1}, f {:.1} / {:.1}, g {:.1} / {:.1}  (d {:.1} / {:.1})",
+        e.calls_per_10k,
+        e.answered_per_10k,
+        f.calls_per_10k,
+        f.answered_per_10k,
+        g.calls_per_10k,
+        g.answered_per_10k,
+        d.calls_per_10k,
+        d.answered_per_10k
     );
     println!(
         "b/a = {:.2}  (the cost of any Wasm filter in Envoy)",
