@@ -11,6 +11,10 @@
 //! and, on the service with 1,000 more mapping rules and a local limiter that admits everything
 //! (issue 11's setting), a cached key:
 //!   (e) batched (APIcast's 3scale Batcher: no call per request, one report a second),
+//!   (e0) = (e) on the example service as it is (no extra rules, no limiter): e - e0 is the
+//!       cost of the rules and the limiter,
+//!   (k) the example service with `authorization: none`: forwarded without credentials,
+//!       rules, cache or call, so (e0 - k) - (c - h) is about the cache's and the batch's cost,
 //!   (f) authrep with cache (answered at once, one background authrep per request),
 //!   (g) (f) with coalesced background reports,
 //! all in front of the same direct-response route, so the difference is the filter's cost.
@@ -289,10 +293,16 @@ fn main() -> Result<()> {
     // are walked) and a limiter whose bucket nothing here can empty, with the cache `cache`
     // and batching `batching`.
     let cached = |cache: tollgate::config::CacheConfig,
-                  batching: Option<tollgate::config::BatchingConfig>|
+                  batching: Option<tollgate::config::BatchingConfig>,
+                  rules_and_limiter: bool|
      -> Result<String> {
         let mut config = sendgrid_config()?;
         for service in &mut config.services {
+            service.cache = cache;
+            service.batching = batching;
+            if !rules_and_limiter {
+                continue;
+            }
             service
                 .mapping_rules
                 .extend((0..1000).map(|i| tollgate::config::MappingRuleConfig {
@@ -308,8 +318,6 @@ fn main() -> Result<()> {
                 tollgate::config::RatePeriod::Second,
                 1_000_000,
             )];
-            service.cache = cache;
-            service.batching = batching;
         }
         let json = config.to_json_pretty();
         let loaded = tollgate::load(json.as_bytes());
@@ -324,21 +332,31 @@ fn main() -> Result<()> {
     let strict = tollgate::config::CacheConfig::default();
     // The Batcher's default auths_ttl (10 s: no authorize during a 5 s run after the
     // warm-up); a report each second, so flushes fall inside the measurement.
-    let batched = cached(
-        strict,
-        Some(tollgate::config::BatchingConfig {
-            batch_report_seconds: 1,
-            ..Default::default()
-        }),
-    )?;
-    let authrep_cached = cached(strict, None)?;
+    let batching = Some(tollgate::config::BatchingConfig {
+        batch_report_seconds: 1,
+        ..Default::default()
+    });
+    let batched = cached(strict, batching, true)?;
+    // (e) on the example service as it is: e - e0 is what the rules and the limiter cost.
+    let batched_bare = cached(strict, batching, false)?;
+    let authrep_cached = cached(strict, None, true)?;
     let coalesced = cached(
         tollgate::config::CacheConfig {
             coalesce_reports: true,
             ..strict
         },
         None,
+        true,
     )?;
+    // The example service forwarding without authorizing: the decision and the forward of
+    // (e) without the cache and the batch, so e0 - k is what they cost.
+    let open = {
+        let mut config = sendgrid_config()?;
+        for service in &mut config.services {
+            service.authorization = tollgate::config::Authorization::None;
+        }
+        config.to_json_pretty()
+    };
     let authorized_path = "/v3/templates?api_user=bench-app&api_key=bench-key";
     let tollgate_case = |name, config: &String, path, host, status, warmup| Case {
         name,
@@ -410,6 +428,22 @@ fn main() -> Result<()> {
             1,
         ),
         tollgate_case(
+            "(e0) = (e) without rules, limiter",
+            &batched_bare,
+            authorized_path,
+            host,
+            200,
+            1,
+        ),
+        tollgate_case(
+            "(k) tollgate, forwarded unauthorized",
+            &open,
+            authorized_path,
+            host,
+            200,
+            0,
+        ),
+        tollgate_case(
             "(f) tollgate authrep+cache, cached",
             &authrep_cached,
             authorized_path,
@@ -468,7 +502,7 @@ fn main() -> Result<()> {
         );
         medians.push(m);
     }
-    let [a, b, c, h, d, l, e, f, g] = medians.as_slice() else {
+    let [a, b, c, h, d, l, e, e0, k, f, g] = medians.as_slice() else {
         bail!("missing results");
     };
     let pass = |ok: bool| if ok { "PASS" } else { "MISS" };
@@ -502,6 +536,17 @@ fn main() -> Result<()> {
         e.rps / b.rps,
         b.cpu_us / e.cpu_us,
         pass(e.rps / b.rps >= 0.9)
+    );
+    println!(
+        "e0/b = {:.2} by requests/s, {:.2} by CPU per request; e - e0 = {:.1} µs of Envoy CPU per \
+         request for 1,000 more rules and a limiter; (e0 - k) - (c - h) = {:.1} µs for the cache and \
+         the batch (what e0 does beyond k, less the decision); k - b = {:.1} µs for forwarding \
+         through tollgate",
+        e0.rps / b.rps,
+        b.cpu_us / e0.cpu_us,
+        e.cpu_us - e0.cpu_us,
+        (e0.cpu_us - k.cpu_us) - (c.cpu_us - h.cpu_us),
+        k.cpu_us - b.cpu_us
     );
     println!(
         "p99(e) - p99(b) = {:+.3} ms  (target <= 1 ms: {})",
