@@ -17,6 +17,8 @@ pub mod batch;
 #[cfg(test)]
 mod batch_tests;
 pub mod cache;
+#[cfg(test)]
+mod cache_tests;
 pub mod fakes;
 pub mod limiting;
 #[cfg(test)]
