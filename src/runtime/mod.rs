@@ -46,6 +46,9 @@ use limiting::{LimitInput, LimitVerdict, RateInfo};
 use outbox::{CallMethod, Outgoing, Ticket};
 use seams::{CacheEvent, Effects, Level};
 
+/// Room for a worker call's path and query, so writing one allocates once.
+const CALL_PATH_CAPACITY: usize = 512;
+
 /// The name a gateway gives itself in `X-3scale-hostname` when the host has none.
 pub const DEFAULT_NODE_NAME: &str = "tollgate";
 
@@ -620,7 +623,7 @@ impl RequestFlow {
                                     Some(_) => AuthCall::Authorize,
                                     None => AuthCall::Authrep,
                                 };
-                                let mut path = String::new();
+                                let mut path = String::with_capacity(CALL_PATH_CAPACITY);
                                 service.write_auth_call(
                                     call,
                                     &credentials,
@@ -836,7 +839,7 @@ fn send_report(
     effects: Effects<'_>,
 ) {
     effects.counters.cache(CacheEvent::Report);
-    let mut path = String::new();
+    let mut path = String::with_capacity(CALL_PATH_CAPACITY);
     service.write_authrep(&ticket.credentials, &ticket.usage, &mut path);
     outbox.push(Outgoing {
         service: service.index(),
