@@ -347,6 +347,11 @@ impl RequestFlow {
         answer: Option<&HeaderMap>,
         effects: Effects<'_>,
     ) -> Action<'a> {
+        // Only the request's own call answers here (a request waiting on its key's call is
+        // told by `on_flight_answer`).
+        if !matches!(self.state, State::Calling(_)) {
+            return Action::Continue;
+        }
         let State::Calling(pending) = mem::replace(&mut self.state, State::Done) else {
             return Action::Continue;
         };
@@ -370,6 +375,9 @@ impl RequestFlow {
         outcome: &FlightOutcome,
         effects: Effects<'_>,
     ) -> Action<'a> {
+        if !matches!(&self.state, State::Joined(j) if j.flight == outcome.flight) {
+            return Action::Continue;
+        }
         let State::Joined(joiner) = mem::replace(&mut self.state, State::Done) else {
             return Action::Continue;
         };
@@ -381,10 +389,6 @@ impl RequestFlow {
             credentials,
             usage,
         } = *joiner;
-        if flight != outcome.flight {
-            // Not this request's call: a binding bug; deny rather than guess.
-            return Action::Reply(Reply::INTERNAL_ERROR);
-        }
         let Some(service) = runtime.model.service(pending.service) else {
             return Action::Reply(Reply::INTERNAL_ERROR);
         };
@@ -425,6 +429,9 @@ impl RequestFlow {
 
     /// The call could not be sent (the host refused it: an unknown cluster, say).
     pub fn on_call_failed<'a>(&mut self, runtime: &'a Runtime, effects: Effects<'_>) -> Action<'a> {
+        if !matches!(self.state, State::Calling(_)) {
+            return Action::Continue;
+        }
         let State::Calling(pending) = mem::replace(&mut self.state, State::Done) else {
             return Action::Continue;
         };
