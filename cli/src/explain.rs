@@ -94,14 +94,32 @@ struct Explanation {
     content_type: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     body: Option<String>,
+    /// The call a request of this key waits for when no answer is cached: the authrep, or
+    /// (batched) the authorize call.
     #[serde(skip_serializing_if = "Option::is_none")]
     authrep: Option<String>,
+    /// How the answer is cached and the usage reported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache: Option<CacheJson>,
     /// The local limiters that count this request, checked before the control service (their
     /// live state is in the gateway, not here).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     limiters: Vec<LimiterJson>,
     /// The request as explain understood the command line.
     request: RequestJson,
+}
+
+#[derive(Serialize)]
+struct CacheJson {
+    /// `strict`, `resilient`, `allow` or `none`.
+    mode: &'static str,
+    /// `authrep` (cached requests reported afterwards, one authrep each) or `batched`.
+    reporting: &'static str,
+    /// How long an authorization is used without a fresh answer.
+    ttl_seconds: u64,
+    /// Batched: seconds between reports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch_report_seconds: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -586,9 +604,29 @@ fn explanation(decision: &Decision<'_, '_>, scratch: &Scratch, request: &Request
     };
     let authrep = match (decision.verdict, service, &decision.credentials) {
         (Verdict::Authorize, Some(s), Some(c)) => {
+            let call = match s.cache().batching() {
+                Some(_) => tollgate::backend::AuthCall::Authorize,
+                None => tollgate::backend::AuthCall::Authrep,
+            };
             let mut q = String::new();
-            s.write_authrep(c, scratch.usage(), &mut q);
+            s.write_auth_call(call, c, scratch.usage(), &mut q);
             Some(q)
+        }
+        _ => None,
+    };
+    let cache = match (decision.verdict, service) {
+        (Verdict::Authorize, Some(s)) => {
+            let c = s.cache();
+            Some(CacheJson {
+                mode: c.mode().as_str(),
+                reporting: if c.batching().is_some() {
+                    "batched"
+                } else {
+                    "authrep"
+                },
+                ttl_seconds: c.ttl_ns() / 1_000_000_000,
+                batch_report_seconds: c.batching().map(|b| b.interval_ns() / 1_000_000_000),
+            })
         }
         _ => None,
     };
@@ -621,6 +659,7 @@ fn explanation(decision: &Decision<'_, '_>, scratch: &Scratch, request: &Request
         content_type,
         body: reply.map(|r| r.response.body.to_owned()),
         authrep,
+        cache,
         limiters: limiters(decision, scratch, request),
         request: request.json(),
     }
@@ -712,6 +751,22 @@ fn text(e: &Explanation, decision: &Decision<'_, '_>) -> String {
             line("outcome", "authorize: ask the control service".into());
             if let Some(q) = &e.authrep {
                 line("authrep", format!("GET {q}"));
+            }
+            if let Some(c) = &e.cache {
+                line(
+                    "cache",
+                    match (c.mode, c.batch_report_seconds) {
+                        ("none", None) => "none: every request waits for its authrep".into(),
+                        (mode, None) => format!(
+                            "{mode}: an answer is used {} s; a cached request goes on at once and is reported afterwards",
+                            c.ttl_seconds
+                        ),
+                        (mode, Some(every)) => format!(
+                            "{mode}, batched: an authorize answer is used {} s; usage is reported every {every} s",
+                            c.ttl_seconds
+                        ),
+                    },
+                );
             }
         }
         Verdict::Forward => line(

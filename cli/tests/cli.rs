@@ -868,3 +868,45 @@ fn explain_lists_the_limiters_that_count_a_request_and_their_keys() {
     let e = explain(&g.0, &["http://api.example.com/"]);
     assert!(e.get("limiters").is_none(), "{e}");
 }
+
+#[test]
+fn explain_says_how_the_answer_is_cached_and_which_call_a_miss_waits_for() {
+    let f = TempFile::new("svc.json", service_json().to_string().as_bytes());
+    let out = tollgate(["generate", "filter", "--config", f.0.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut config: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let g = TempFile::new("filter.json", config.to_string().as_bytes());
+    let e = explain(&g.0, &["-H", "x-api-key: k1", "http://api.example.com/"]);
+    assert_eq!(
+        e["cache"],
+        json!({"mode": "strict", "reporting": "authrep", "ttl_seconds": 60})
+    );
+    assert!(
+        e["authrep"]
+            .as_str()
+            .unwrap()
+            .starts_with("/transactions/authrep.xml?"),
+        "{e}"
+    );
+    config["services"][0]["cache"]["mode"] = json!("resilient");
+    config["services"][0]["batching"] =
+        json!({"auths_ttl_seconds": 20, "batch_report_seconds": 5, "max_pending": 100});
+    let g = TempFile::new("filter.json", config.to_string().as_bytes());
+    let e = explain(&g.0, &["-H", "x-api-key: k1", "http://api.example.com/"]);
+    assert_eq!(
+        e["cache"],
+        json!({"mode": "resilient", "reporting": "batched", "ttl_seconds": 20,
+               "batch_report_seconds": 5})
+    );
+    // The batcher authorizes; usage goes in the batch.
+    assert!(
+        e["authrep"]
+            .as_str()
+            .unwrap()
+            .starts_with("/transactions/authorize.xml?"),
+        "{e}"
+    );
+    // Denied requests ask nothing.
+    let e = explain(&g.0, &["http://api.example.com/"]);
+    assert!(e.get("cache").is_none(), "{e}");
+}

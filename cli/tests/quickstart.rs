@@ -82,7 +82,11 @@ fn readme_requests() -> Vec<(String, String)> {
         .next()
         .unwrap();
     let mut requests = Vec::new();
-    for line in section.lines().filter(|l| l.starts_with("curl ")) {
+    // `sleep 1; curl …` waits for a background report's answer first.
+    for line in section
+        .lines()
+        .filter(|l| l.starts_with("curl ") || l.starts_with("sleep 1; curl "))
+    {
         let Some((command, comment)) = line.split_once("   # ") else {
             continue;
         };

@@ -52,9 +52,24 @@ struct Stack {
 
 impl Stack {
     fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    /// As [`Stack::start`], with the FilterConfig changed by `tweak`.
+    fn start_with(tweak: impl FnOnce(&mut tollgate::FilterConfig)) -> Self {
         let control = tollgate_control::spawn(&control_data(), None).unwrap();
-        let gw = Gateway::start(&EXAMPLES, control.addr(), |_| {}).unwrap();
+        let gw = Gateway::start(&EXAMPLES, control.addr(), tweak).unwrap();
         Self { control, gw }
+    }
+
+    /// Every request waits for its own authrep: what the control service answers is what the
+    /// client gets.
+    fn start_uncached() -> Self {
+        Self::start_with(|c| {
+            for s in &mut c.services {
+                s.cache.mode = tollgate::config::CacheMode::None;
+            }
+        })
     }
 
     fn send(&self, request: &Request<'_>) -> Answer {
@@ -421,7 +436,7 @@ fn a_disabled_metric_is_403() {
 /// trial-app may fetch bounces twice a minute; the third is a 429 with Retry-After.
 #[test]
 fn limits_exceeded_is_429_with_retry_after() {
-    let st = Stack::start();
+    let st = Stack::start_uncached();
     let bounces = "/api/bounces.get.json?api_user=trial-app&api_key=trial-key";
     for _ in 0..2 {
         let a = st.send(&get(SENDGRID, bounces));

@@ -73,16 +73,16 @@ struct Stack {
 impl Stack {
     /// The control service, and Envoy calling it at `http://<control_host>:<its port>`.
     fn start(control_host: &str) -> Self {
+        Self::start_with(control_host, |_| {})
+    }
+
+    /// As [`Stack::start`], with the FilterConfig changed by `tweak`.
+    fn start_with(control_host: &str, tweak: impl FnOnce(&mut tollgate::FilterConfig)) -> Self {
         let control = tollgate_control::spawn(CONTROL_DATA, None).unwrap();
         let url = format!("http://{control_host}:{}", control.addr().port());
-        let gw = Gateway::serve(
-            services,
-            control.addr(),
-            |_| {},
-            |o| {
-                o.backend_url = Some(url);
-            },
-        )
+        let gw = Gateway::serve(services, control.addr(), tweak, |o| {
+            o.backend_url = Some(url);
+        })
         .unwrap();
         Self { control, gw }
     }
@@ -156,7 +156,10 @@ fn the_control_service_receives_the_host_it_is_reached_at() {
 /// them as its 200 does; `X-3scale-hostname` is the gateway's name (the node id).
 #[test]
 fn debug_headers_are_on_a_429_from_the_control_service() {
-    let st = Stack::start("127.0.0.1");
+    // Each request waits for its own answer (a cached 429 is e2e/tests/cache.rs's).
+    let st = Stack::start_with("127.0.0.1", |c| {
+        c.services[0].cache.mode = tollgate::config::CacheMode::None;
+    });
     let target = format!("/?user_key={TIGHT_KEY}");
     let debug = |a: &Answer| {
         [

@@ -1,7 +1,8 @@
 //! One request's whole life through `runtime::RequestFlow`, with the events in any order a host
 //! might deliver them: the flow must never panic, and what it asks for must make sense as the
 //! filter carries it out:
-//! - a call is asked for at most once, and its target is an authrep path;
+//! - a call is asked for at most once (its own, or joining its key's), and its target is an
+//!   authrep path;
 //! - the request goes upstream (`Forward`) only after the control service answered 200;
 //! - replies have a status from 200 to 599;
 //! - after a reply or forwarding, request events pass through (`Continue`);
@@ -17,7 +18,8 @@ use std::cell::RefCell;
 use libfuzzer_sys::fuzz_target;
 use tollgate::pairs::{encode, HeaderMap};
 use tollgate::runtime::fakes::FakeHost;
-use tollgate::runtime::{Action, RequestFlow, Runtime, Workspace};
+use tollgate::runtime::outbox::Ticket;
+use tollgate::runtime::{on_outgoing_answer, Action, RequestFlow, Runtime, Workspace};
 use tollgate_fuzz::{ConfigChoice, DecideInput};
 
 thread_local! {
@@ -89,6 +91,12 @@ impl Seen {
                 self.answered |= from_answer;
                 self.waiting_for_body = false;
             }
+            Action::Join(_) => {
+                assert!(!self.settled, "joined a call after the request was settled");
+                self.calls += 1;
+                assert_eq!(self.calls, 1, "a second call");
+                self.waiting_for_body = false;
+            }
             Action::ReadBody => assert!(self.waiting_for_body, "the body asked for out of turn"),
             Action::Pause => {}
             Action::Continue => {}
@@ -142,18 +150,26 @@ fn run(runtime: &Runtime, hosts: &[String], input: &DecideInput, script: &[u8]) 
                         .map(|(k, v)| (k.as_bytes(), v.as_bytes()))
                         .collect();
                     let map = header_map(&pairs);
-                    (
-                        flow.on_call_answer(runtime, Some(&map), host.effects()),
-                        true,
-                        ok,
-                    )
+                    let action = match answer_flight(runtime, ws, &host, Some(&map)) {
+                        Some(o) => flow.on_flight_answer(runtime, ws, &o, host.effects()),
+                        None => flow.on_call_answer(runtime, Some(&map), host.effects()),
+                    };
+                    (action, true, ok)
                 }
-                4 => (
-                    flow.on_call_answer(runtime, None, host.effects()),
-                    true,
-                    false,
-                ),
-                5 => (flow.on_call_failed(runtime, host.effects()), true, false),
+                4 => {
+                    let action = match answer_flight(runtime, ws, &host, None) {
+                        Some(o) => flow.on_flight_answer(runtime, ws, &o, host.effects()),
+                        None => flow.on_call_answer(runtime, None, host.effects()),
+                    };
+                    (action, true, false)
+                }
+                5 => {
+                    let action = match answer_flight(runtime, ws, &host, None) {
+                        Some(o) => flow.on_flight_answer(runtime, ws, &o, host.effects()),
+                        None => flow.on_call_failed(runtime, host.effects()),
+                    };
+                    (action, true, false)
+                }
                 6 => {
                     let added = flow.on_response_headers();
                     assert!(
@@ -184,7 +200,27 @@ fn run(runtime: &Runtime, hosts: &[String], input: &DecideInput, script: &[u8]) 
             }
             seen.check(&action, from_answer, ok);
         }
+        // Every worker call lands (Envoy answers or times out each), so the next run starts
+        // with no call out.
+        while let Some(out) = ws.pop_outgoing() {
+            let _ = on_outgoing_answer(runtime, ws, out.ticket, None, host.effects());
+        }
     });
+}
+
+/// Answers the key's call the flow joined, if one is queued: what its requests are told.
+fn answer_flight(
+    runtime: &Runtime,
+    ws: &mut Workspace,
+    host: &FakeHost,
+    answer: Option<&HeaderMap>,
+) -> Option<tollgate::runtime::FlightOutcome> {
+    let out = ws.pop_outgoing()?;
+    if !matches!(out.ticket, Ticket::Flight(_)) {
+        let _ = on_outgoing_answer(runtime, ws, out.ticket, None, host.effects());
+        return None;
+    }
+    on_outgoing_answer(runtime, ws, out.ticket, answer, host.effects())
 }
 
 fuzz_target!(|bytes: &[u8]| {

@@ -17,6 +17,8 @@ pub mod batch;
 #[cfg(test)]
 mod batch_tests;
 pub mod cache;
+#[cfg(test)]
+mod cache_tests;
 pub mod fakes;
 pub mod limiting;
 #[cfg(test)]
@@ -43,6 +45,9 @@ use cache::{FlightKey, Joined, ReportPlan, ReportTicket};
 use limiting::{LimitInput, LimitVerdict, RateInfo};
 use outbox::{CallMethod, Outgoing, Ticket};
 use seams::{CacheEvent, Effects, Level};
+
+/// Room for a worker call's path and query, so writing one allocates once.
+const CALL_PATH_CAPACITY: usize = 512;
 
 /// The name a gateway gives itself in `X-3scale-hostname` when the host has none.
 pub const DEFAULT_NODE_NAME: &str = "tollgate";
@@ -342,6 +347,11 @@ impl RequestFlow {
         answer: Option<&HeaderMap>,
         effects: Effects<'_>,
     ) -> Action<'a> {
+        // Only the request's own call answers here (a request waiting on its key's call is
+        // told by `on_flight_answer`).
+        if !matches!(self.state, State::Calling(_)) {
+            return Action::Continue;
+        }
         let State::Calling(pending) = mem::replace(&mut self.state, State::Done) else {
             return Action::Continue;
         };
@@ -365,6 +375,9 @@ impl RequestFlow {
         outcome: &FlightOutcome,
         effects: Effects<'_>,
     ) -> Action<'a> {
+        if !matches!(&self.state, State::Joined(j) if j.flight == outcome.flight) {
+            return Action::Continue;
+        }
         let State::Joined(joiner) = mem::replace(&mut self.state, State::Done) else {
             return Action::Continue;
         };
@@ -376,10 +389,6 @@ impl RequestFlow {
             credentials,
             usage,
         } = *joiner;
-        if flight != outcome.flight {
-            // Not this request's call: a binding bug; deny rather than guess.
-            return Action::Reply(Reply::INTERNAL_ERROR);
-        }
         let Some(service) = runtime.model.service(pending.service) else {
             return Action::Reply(Reply::INTERNAL_ERROR);
         };
@@ -420,6 +429,9 @@ impl RequestFlow {
 
     /// The call could not be sent (the host refused it: an unknown cluster, say).
     pub fn on_call_failed<'a>(&mut self, runtime: &'a Runtime, effects: Effects<'_>) -> Action<'a> {
+        if !matches!(self.state, State::Calling(_)) {
+            return Action::Continue;
+        }
         let State::Calling(pending) = mem::replace(&mut self.state, State::Done) else {
             return Action::Continue;
         };
@@ -618,7 +630,7 @@ impl RequestFlow {
                                     Some(_) => AuthCall::Authorize,
                                     None => AuthCall::Authrep,
                                 };
-                                let mut path = String::new();
+                                let mut path = String::with_capacity(CALL_PATH_CAPACITY);
                                 service.write_auth_call(
                                     call,
                                     &credentials,
@@ -834,7 +846,7 @@ fn send_report(
     effects: Effects<'_>,
 ) {
     effects.counters.cache(CacheEvent::Report);
-    let mut path = String::new();
+    let mut path = String::with_capacity(CALL_PATH_CAPACITY);
     service.write_authrep(&ticket.credentials, &ticket.usage, &mut path);
     outbox.push(Outgoing {
         service: service.index(),
