@@ -658,3 +658,58 @@ pub fn log_dropped(service: &Service, effects: Effects<'_>) {
         ),
     );
 }
+
+/// Slots of a worker's [`Memo`].
+const MEMO_SLOTS: u64 = 1024;
+
+/// Answers a worker read from the store for batched services, kept until they expire. With
+/// batching an entry changes only once it has expired (no background answer refreshes or
+/// evicts it), so reusing what was read saves a store read per request and changes no answer.
+/// Direct-mapped: a key pushed out is read from the store again.
+#[derive(Debug, Default)]
+pub struct Memo {
+    slots: Vec<Option<Memoized>>,
+}
+
+#[derive(Debug)]
+struct Memoized {
+    service: ServiceIndex,
+    hash: u64,
+    key: Box<[u8]>,
+    entry: Entry,
+}
+
+impl Memo {
+    fn slot(hash: u64) -> usize {
+        // Below MEMO_SLOTS, which fits.
+        (hash % MEMO_SLOTS) as usize
+    }
+
+    /// The fresh answer remembered for `key`, if any.
+    pub fn get(&self, service: ServiceIndex, hash: u64, key: &[u8], now: u64) -> Option<Entry> {
+        let m = self.slots.get(Self::slot(hash))?.as_ref()?;
+        (m.service == service && m.hash == hash && &*m.key == key && m.entry.is_fresh(now))
+            .then_some(m.entry)
+    }
+
+    /// Remembers a fresh answer read for `key`.
+    pub fn put(&mut self, service: ServiceIndex, hash: u64, key: &[u8], entry: Entry) {
+        if self.slots.is_empty() {
+            self.slots.resize_with(MEMO_SLOTS as usize, || None);
+        }
+        let Some(slot) = self.slots.get_mut(Self::slot(hash)) else {
+            return;
+        };
+        match slot {
+            Some(m) if m.service == service && m.hash == hash && &*m.key == key => m.entry = entry,
+            _ => {
+                *slot = Some(Memoized {
+                    service,
+                    hash,
+                    key: key.into(),
+                    entry,
+                })
+            }
+        }
+    }
+}

@@ -488,3 +488,43 @@ fn keys_too_long_to_cache_wait_as_without_a_cache() {
     ));
     assert_eq!(host.counters.cache_count(CacheEvent::Uncacheable), 1);
 }
+
+#[test]
+fn a_worker_reuses_a_batched_answer_it_read_until_it_expires() {
+    let rt = runtime(|s| {
+        s.batching = Some(crate::config::BatchingConfig {
+            auths_ttl_seconds: 10,
+            ..Default::default()
+        })
+    });
+    let host = host();
+    let (mut w0, mut w1) = (Workspace::new(), Workspace::new());
+    let (mut flow, s) = send(&rt, &host, &mut w0, "k");
+    assert!(matches!(s, Seen::Waiting(_)));
+    let call = outgoing(&mut w0).remove(0);
+    assert!(
+        call.path.starts_with("/transactions/authorize.xml?"),
+        "{}",
+        call.path
+    );
+    let outcome = land(&rt, &host, &mut w0, call, ok()).unwrap();
+    assert_eq!(
+        seen(flow.on_flight_answer(&rt, &mut w0, &outcome, host.effects())),
+        Seen::Upstream
+    );
+    // Another worker reads the answer from the store once...
+    assert_eq!(send(&rt, &host, &mut w1, "k").1, Seen::Upstream);
+    // ...then needs the store only for the usage: its reads of the cache fail from here on
+    // and it still answers from what it read.
+    host.store.refuse(Some(1));
+    assert_eq!(send(&rt, &host, &mut w1, "k").1, Seen::Upstream);
+    host.store.refuse(None);
+    host.clock.advance_millis(10_000);
+    assert!(matches!(send(&rt, &host, &mut w1, "k").1, Seen::Waiting(_)));
+    assert!(
+        outgoing(&mut w1)
+            .iter()
+            .all(|o| !matches!(o.ticket, Ticket::Report(_))),
+        "batched: no authrep"
+    );
+}

@@ -92,6 +92,8 @@ pub struct Workspace {
     flights: cache::Flights,
     /// Cached requests' usage still to report.
     reports: cache::Reports,
+    /// Batched services' answers this worker read, until they expire.
+    memo: cache::Memo,
     /// This worker's part in batched reporting.
     flusher: batch::Flusher,
     /// Calls for the worker, to send from the root context.
@@ -497,6 +499,7 @@ impl RequestFlow {
             cache: cache_buffers,
             flights,
             reports,
+            memo,
             flusher: _,
             outbox,
         } = workspace;
@@ -573,8 +576,18 @@ impl RequestFlow {
                     if cache::write_key(service, &credentials, scratch.usage(), cache_key) {
                         let hash = cache::key_hash(policy, cache_key);
                         let now = effects.clock.now().as_nanos();
-                        let found = cache::lookup(policy, effects, cache_key, hash, cache_buffers)
-                            .filter(|e| e.is_fresh(now));
+                        let batched = policy.batching().is_some();
+                        let remembered = batched
+                            .then(|| memo.get(service.index(), hash, cache_key, now))
+                            .flatten();
+                        let found = remembered.or_else(|| {
+                            let e = cache::lookup(policy, effects, cache_key, hash, cache_buffers)
+                                .filter(|e| e.is_fresh(now));
+                            if let (Some(e), true) = (e, batched) {
+                                memo.put(service.index(), hash, cache_key, e);
+                            }
+                            e
+                        });
                         if let Some(entry) = found {
                             if debug_requested {
                                 self.response_headers.extend(service.debug_headers(
