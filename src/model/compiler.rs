@@ -552,6 +552,11 @@ fn compile_service(
         );
     }
 
+    // Seeds the hashes of limiter and cache slots, so a client cannot aim at one.
+    let secret = svc
+        .control_service_auth
+        .as_ref()
+        .map_or("", |a| a.value.expose());
     let limiters = limiter::compile_limiters(
         &svc.limiters,
         &limiter::LimiterContext {
@@ -559,10 +564,7 @@ fn compile_service(
             service_id: &svc.id,
             authorizes,
             metrics: &metrics,
-            secret: svc
-                .control_service_auth
-                .as_ref()
-                .map_or("", |a| a.value.expose()),
+            secret,
         },
         paths,
         diags,
@@ -573,10 +575,7 @@ fn compile_service(
         &cache::CacheContext {
             service: i,
             service_id: &svc.id,
-            secret: svc
-                .control_service_auth
-                .as_ref()
-                .map_or("", |a| a.value.expose()),
+            secret,
         },
         paths,
         diags,
