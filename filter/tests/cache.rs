@@ -786,3 +786,61 @@ fn a_restarted_worker_forgets_its_calls_and_asks_again() {
     hit(&host, 1, "alice").respond(200, NO_HEADERS, b"");
     check(&host, &["k1"]);
 }
+
+#[test]
+fn with_coalescing_a_failed_report_keeps_the_sum_for_its_retry() {
+    let host = cache_host(json!({"coalesce_reports": true}), 1);
+    let mut ledger = Ledger(0);
+    let s = get(&host, 0, SG, &mail("alice"));
+    ledger.take(only_call(&s));
+    let first = hit(&host, 0, "alice");
+    for _ in 0..5 {
+        went_upstream(&get(&host, 0, SG, &mail("alice")));
+    }
+    first.fail_503();
+    // Strict: evicted, so the next request waits and reports itself.
+    let s = get(&host, 0, SG, &mail("alice"));
+    ledger.take(only_call(&s));
+    went_upstream(&s);
+    assert!(host.pending_calls().is_empty());
+    host.advance_clock(SECOND);
+    let calls = host.pending_calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(ledger.take(calls.into_iter().next().unwrap()), 6);
+    host.advance_clock(40 * SECOND);
+    assert!(host.pending_calls().is_empty());
+    assert_eq!(ledger.0, 8);
+    check(&host, &["k1"]);
+}
+
+/// Failed background reports wait per worker for at most 1024 keys: beyond, a failure's
+/// usage is dropped and counted; the rest is retried.
+#[test]
+fn failed_reports_waiting_for_a_retry_are_bounded_per_worker() {
+    // Room for every key's entry (two slots a key: 1030 keys in 10000 would displace some).
+    let host = cache_host(json!({"mode": "resilient", "max_keys": 1 << 20}), 1);
+    let users: Vec<String> = (0..1030).map(|i| format!("u{i}")).collect();
+    for u in &users {
+        miss(&host, 0, u, 200);
+    }
+    for u in &users {
+        hit(&host, 0, u).fail_503();
+    }
+    assert_eq!(cached(&host, "report_failed"), 1030);
+    assert_eq!(cached(&host, "report_dropped"), 6);
+    // The retries, 1 s later: every one that was kept, whatever the batch of calls per
+    // callback.
+    let mut retried = 0;
+    for _ in 0..40 {
+        host.advance_clock(SECOND);
+        // An answer lets the worker send more of what waits: answered as they come.
+        while let Some(c) = host.pending_calls().into_iter().next() {
+            assert_eq!(authrep(&c).1, 1);
+            c.respond(200, NO_HEADERS, b"");
+            retried += 1;
+        }
+    }
+    assert_eq!(cached(&host, "report_failed"), 1030);
+    assert_eq!(retried, 1024);
+    check(&host, &["k1"]);
+}
