@@ -537,3 +537,78 @@ fn a_failed_authorize_is_refused_in_strict_and_admitted_and_queued_in_resilient(
         check(&host, &["k1"]);
     }
 }
+
+/// Other workers writing the same slot between a worker's read and its write (lost
+/// compare-and-swaps) cost retries, not usage: the report carries every admitted request.
+#[test]
+fn lost_races_on_the_pending_usage_lose_nothing() {
+    let host = batch_host(json!({}), 4);
+    let mut control = Control::new(&host);
+    let mut admitted = Usage::new();
+    admit(&host, &mut control, 0, "alice", &mut admitted);
+    for i in 0..20 {
+        host.race_shared_data(3);
+        admit(&host, &mut control, i % 4, "alice", &mut admitted);
+        assert_eq!(host.races_left(), 0, "the add did not retry");
+    }
+    assert_eq!(batched(&host, "dropped"), 0);
+    for _ in 0..11 {
+        host.advance_clock(SECOND);
+        control.serve(&host);
+    }
+    assert_eq!(control.reported(), Usage::from([("alice".to_owned(), 21)]));
+    check(&host, &["k1"]);
+}
+
+/// 2,000 applications in one interval against `max_pending` 64 and `max_keys` 64: the
+/// shared data holds a bounded number of keys, and what could not wait is counted.
+#[test]
+fn a_flood_of_applications_keeps_shared_data_bounded() {
+    let mut config: Value = serde_json::from_slice(&config(json!({"max_pending": 64}))).unwrap();
+    config["services"][0]["cache"]["max_keys"] = json!(64);
+    let host = Host::builder(wasm())
+        .plugin_config(serde_json::to_vec(&config).unwrap())
+        .cluster(CLUSTER)
+        .workers(2)
+        .build()
+        .unwrap();
+    let mut control = Control::new(&host);
+    let mut admitted = Usage::new();
+    for i in 0..2000 {
+        admit(
+            &host,
+            &mut control,
+            i % 2,
+            &format!("app{i}"),
+            &mut admitted,
+        );
+    }
+    let queued = batched(&host, "queued");
+    let dropped = batched(&host, "dropped");
+    eprintln!(
+        "{queued} queued, {dropped} dropped, {} shared-data keys",
+        host.shared_data_keys().len()
+    );
+    assert_eq!(queued + dropped, 2000);
+    assert!(queued <= 64, "{queued}");
+    // 64 cache slots, 64 usage slots, the used-slot bitmap, the schedule, the lease, the VM
+    // ids.
+    assert!(host.shared_data_keys().len() <= 64 + 64 + 4);
+    for _ in 0..11 {
+        host.advance_clock(SECOND);
+        control.serve(&host);
+    }
+    assert_eq!(control.times(), [11]);
+    let reported = control.reported();
+    assert_eq!(reported.values().sum::<u64>(), queued);
+    assert!(reported.values().all(|n| *n == 1));
+    assert!(reported.keys().all(|app| admitted.contains_key(app)));
+    // Drops are logged once a second at most per VM, with their count.
+    let lines = host
+        .logs()
+        .iter()
+        .filter(|l| l.message.contains("usage dropped"))
+        .count();
+    assert!((1..=4).contains(&lines), "{lines} lines about drops");
+    check(&host, &["k1"]);
+}

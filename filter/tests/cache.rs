@@ -16,6 +16,7 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::time::Duration;
+use tollgate_testhost::{HostCall, Hostile, Status};
 
 const SG: &str = "api.sendgrid.example";
 const SERVICE: &str = "2555417735060";
@@ -843,4 +844,124 @@ fn failed_reports_waiting_for_a_retry_are_bounded_per_worker() {
     assert_eq!(cached(&host, "report_failed"), 1030);
     assert_eq!(retried, 1024);
     check(&host, &["k1"]);
+}
+
+const SG_TOKEN: &str = "sendgrid-service-token-8f2c1b7e";
+
+fn debug_get<'h>(host: &'h Host, worker: usize, user: &str) -> Stream<'h> {
+    host.worker(worker).request(&[
+        (":method", "GET"),
+        (":path", mail(user).as_str()),
+        (":authority", SG),
+        ("x-3scale-debug", SG_TOKEN),
+    ])
+}
+
+/// The debug headers: a client with the service token gets them whether its answer came
+/// from a call, another request's call or the cache.
+fn debug_headers(r: &Reply, user: &str) {
+    assert_eq!(r.header("x-3scale-service-id").as_deref(), Some(SERVICE));
+    assert_eq!(
+        r.header("x-3scale-credentials"),
+        Some(format!("app_id={user}&app_key=k1")),
+        "{r:?}"
+    );
+    assert_eq!(
+        r.header("x-3scale-usage").as_deref(),
+        Some("usage%5Bmail%5D=1")
+    );
+}
+
+#[test]
+fn debug_headers_come_with_hits_joined_requests_and_cached_denials() {
+    let host = cache_host(json!({}), 2);
+    let leader = debug_get(&host, 0, "alice");
+    let follower = debug_get(&host, 0, "alice");
+    assert_eq!(host.pending_calls().len(), 1);
+    host.pending_calls()
+        .into_iter()
+        .for_each(|c| c.respond(200, NO_HEADERS, b""));
+    for s in [&leader, &follower] {
+        let up = s.outcome().upstream().cloned().unwrap();
+        assert!(!up.headers.contains("x-3scale-debug"));
+        debug_headers(&s.response(&[(":status", "200")]).unwrap(), "alice");
+    }
+    host.pending_calls()
+        .into_iter()
+        .for_each(|c| c.respond(200, NO_HEADERS, b""));
+    let hit = debug_get(&host, 1, "alice");
+    went_upstream(&hit);
+    debug_headers(&hit.response(&[(":status", "200")]).unwrap(), "alice");
+    host.pending_calls()
+        .into_iter()
+        .for_each(|c| c.respond(200, NO_HEADERS, b""));
+    miss(&host, 0, "mallory", 403);
+    let denied = debug_get(&host, 1, "mallory");
+    auth_failed(&denied);
+    debug_headers(&local_reply(&denied), "mallory");
+    // Without the token: none of them.
+    let plain = get(&host, 1, SG, &mail("alice"));
+    let r = plain.response(&[(":status", "200")]).unwrap();
+    assert!(!r.headers.names().iter().any(|n| n.starts_with("x-3scale")));
+    check(&host, &["k1"]);
+}
+
+#[test]
+fn a_store_that_refuses_every_call_skips_the_cache_not_the_request() {
+    for refused in [HostCall::GetSharedData, HostCall::SetSharedData] {
+        let host = cache_host(json!({}), 2);
+        host.set_hostile(&[Hostile {
+            call: refused,
+            status: Status::InternalFailure,
+        }]);
+        for w in [0, 1, 0] {
+            miss(&host, w, "alice", 200);
+            // Whatever the worker found, no report goes out for a request that waited.
+            assert!(host.pending_calls().is_empty());
+        }
+        miss(&host, 1, "mallory", 403);
+        miss(&host, 1, "mallory", 403);
+        assert!(!host.hostile_answers().is_empty());
+        assert!(
+            host.logs()
+                .iter()
+                .any(|l| l.message.contains("the authorization cache is unavailable")),
+            "{refused:?}"
+        );
+        check(&host, &["k1"]);
+    }
+}
+
+#[test]
+fn a_call_the_host_refuses_fails_as_the_mode_says() {
+    for mode in ["strict", "allow"] {
+        let host = cache_host(json!({"mode": mode}), 1);
+        host.set_hostile(&[Hostile {
+            call: HostCall::HttpCall,
+            status: Status::BadArgument,
+        }]);
+        let s = get(&host, 0, SG, &mail("alice"));
+        if mode == "allow" {
+            went_upstream(&s);
+            assert_eq!(cached(&host, "assumed"), 1);
+            // Its report could not be sent either: it waits for a retry.
+            assert_eq!(cached(&host, "report_failed"), 1);
+        } else {
+            auth_failed(&s);
+            assert_eq!(host.metric("tollgate.control_service_error"), 1);
+        }
+        host.set_hostile(&[]);
+        if mode == "allow" {
+            // Cached as authorized: a hit; the retry comes a second later with both.
+            went_upstream(&get(&host, 0, SG, &mail("alice")));
+            assert!(host.pending_calls().is_empty());
+            host.advance_clock(SECOND);
+            let calls = host.pending_calls();
+            assert_eq!(calls.len(), 1, "{calls:?}");
+            assert_eq!(authrep(&calls[0]), ("alice".to_owned(), 2));
+        } else {
+            miss(&host, 0, "alice", 200);
+        }
+        check(&host, &["k1"]);
+    }
 }
