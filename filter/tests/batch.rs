@@ -76,6 +76,8 @@ fn read_post(call: &Call<'_>, at: u64) -> Post {
     assert_eq!(call.cluster(), CLUSTER);
     assert_eq!(call.header(":method").as_deref(), Some("POST"));
     assert_eq!(call.header(":path").as_deref(), Some(REPORT));
+    assert_eq!(call.header(":authority").as_deref(), Some("su1.3scale.net"));
+    assert_eq!(call.timeout(), Some(Duration::from_millis(1000)));
     assert_eq!(
         call.header("content-type").as_deref(),
         Some("application/x-www-form-urlencoded")

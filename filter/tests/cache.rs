@@ -77,6 +77,14 @@ fn counts(pairs: &[(&str, u64)]) -> Vec<(String, u64)> {
 fn authrep(call: &Call<'_>) -> (String, u64) {
     assert_eq!(call.cluster(), CLUSTER);
     assert_eq!(call.header(":method").as_deref(), Some("GET"));
+    // A worker's own calls are sent as a request's are.
+    assert_eq!(call.header(":authority").as_deref(), Some("su1.3scale.net"));
+    assert_eq!(
+        call.header("3scale-options").as_deref(),
+        Some("rejection_reason_header=1&limit_headers=1&no_body=1")
+    );
+    assert_eq!(call.timeout(), Some(Duration::from_millis(1000)));
+    assert!(call.body().is_empty());
     let path = call.header(":path").unwrap();
     let query = path
         .strip_prefix(AUTHREP)
@@ -961,6 +969,92 @@ fn a_call_the_host_refuses_fails_as_the_mode_says() {
             assert_eq!(authrep(&calls[0]), ("alice".to_owned(), 2));
         } else {
             miss(&host, 0, "alice", 200);
+        }
+        check(&host, &["k1"]);
+    }
+}
+
+fn post_headers(len: usize) -> Vec<(&'static str, String)> {
+    vec![
+        (":method", "POST".into()),
+        (":path", "/api/mail.send.json".into()),
+        (":authority", SG.into()),
+        ("content-type", "application/x-www-form-urlencoded".into()),
+        ("content-length", len.to_string()),
+    ]
+}
+
+/// Credentials in a form body: the key is known at the body's end; requests waiting on one
+/// call, and a hit, go upstream with their bodies untouched.
+#[test]
+fn requests_decided_on_their_body_share_calls_and_hit_the_cache() {
+    let host = Host::builder(wasm())
+        .plugin_config(config(json!({})))
+        .cluster(CLUSTER)
+        .workers(2)
+        .allow_on_headers_stop_iteration(true)
+        .build()
+        .unwrap();
+    let body = b"to=x%40y.example&api_user=bob&api_key=k1";
+    let a = host.worker(0).request_streaming(post_headers(body.len()));
+    let b = host.worker(0).request_streaming(post_headers(body.len()));
+    a.body(&body[..10], false);
+    b.body(body, true);
+    // b decided first: its call is the key's; a joins it at its body's end.
+    assert_eq!(host.pending_calls().len(), 1);
+    a.body(&body[10..], true);
+    assert_eq!(host.pending_calls().len(), 1);
+    assert_eq!(cache_counters(&host), counts(&[("miss", 1), ("joined", 1)]));
+    let call = host.pending_calls().into_iter().next().unwrap();
+    assert_eq!(authrep(&call), ("bob".to_owned(), 1));
+    call.respond(200, NO_HEADERS, b"");
+    for s in [&a, &b] {
+        went_upstream(s);
+        assert_eq!(s.outcome().upstream().unwrap().body, body.to_vec());
+    }
+    // a's report.
+    assert_eq!(
+        pending_authreps(&host),
+        [("worker0".to_owned(), "bob".to_owned(), 1)]
+    );
+    host.pending_calls()
+        .into_iter()
+        .for_each(|c| c.respond(200, NO_HEADERS, b""));
+    let c = host
+        .worker(1)
+        .request_with_body(post_headers(body.len()), body);
+    went_upstream(&c);
+    assert_eq!(c.outcome().upstream().unwrap().body, body.to_vec());
+    assert_eq!(cached(&host, "hit"), 1);
+    check(&host, &["k1"]);
+}
+
+/// Requests that waited on one call that failed: each gets what the mode says, and in
+/// `allow` each admitted request's usage is reported (the leader's too: its call reported
+/// nothing).
+#[test]
+fn requests_sharing_a_failed_call_all_get_the_modes_answer() {
+    for mode in [Mode::Strict, Mode::Allow] {
+        let host = cache_host(json!({"mode": mode.name()}), 1);
+        let streams: Vec<_> = (0..3).map(|_| get(&host, 0, SG, &mail("alice"))).collect();
+        let calls = host.pending_calls();
+        assert_eq!(calls.len(), 1);
+        calls.into_iter().next().unwrap().fail_503();
+        if mode == Mode::Allow {
+            for s in &streams {
+                went_upstream(s);
+            }
+            assert_eq!(
+                pending_authreps(&host),
+                vec![("worker0".to_owned(), "alice".to_owned(), 1); 3]
+            );
+            assert_eq!(cached(&host, "assumed"), 1);
+        } else {
+            for s in &streams {
+                auth_failed(s);
+            }
+            assert!(host.pending_calls().is_empty());
+            assert_eq!(host.metric("tollgate.control_service_error"), 3);
         }
         check(&host, &["k1"]);
     }
