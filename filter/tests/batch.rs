@@ -19,6 +19,7 @@ use common::*;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
+use tollgate_testhost::{HostCall, Hostile, Status};
 
 const SG: &str = "api.sendgrid.example";
 const SERVICE: &str = "2555417735060";
@@ -612,5 +613,83 @@ fn a_flood_of_applications_keeps_shared_data_bounded() {
         .filter(|l| l.message.contains("usage dropped"))
         .count();
     assert!((1..=4).contains(&lines), "{lines} lines about drops");
+    check(&host, &["k1"]);
+}
+
+/// Every shared-data key overwritten with bytes that mean nothing (another plugin with the
+/// same vm_id, or an older format): nothing is trusted, nothing traps, and from then on
+/// requests are authorized, cached and reported as before.
+#[test]
+fn garbage_in_every_shared_data_key_is_never_trusted() {
+    let mut config: Value = serde_json::from_slice(&config(json!({"max_pending": 64}))).unwrap();
+    config["services"][0]["cache"]["max_keys"] = json!(64);
+    let host = Host::builder(wasm())
+        .plugin_config(serde_json::to_vec(&config).unwrap())
+        .cluster(CLUSTER)
+        .workers(2)
+        .build()
+        .unwrap();
+    let mut control = Control::new(&host);
+    let mut before = Usage::new();
+    host.advance_clock(SECOND);
+    for (w, user) in [(0, "alice"), (1, "bob"), (1, "alice")] {
+        admit(&host, &mut control, w, user, &mut before);
+    }
+    let keys = host.shared_data_keys();
+    assert!(keys.len() >= 6, "{keys:?}");
+    for garbage in [&b""[..], b"\x01", b"\xff\xfe\x00garbage", &[1u8; 40]] {
+        for k in &keys {
+            host.set_shared_data(std::str::from_utf8(k).unwrap(), garbage);
+        }
+        let mut admitted = Usage::new();
+        for (w, user) in [(0, "alice"), (1, "carol"), (0, "alice"), (1, "alice")] {
+            admit(&host, &mut control, w, user, &mut admitted);
+        }
+        control.posts.clear();
+        for _ in 0..12 {
+            host.advance_clock(SECOND);
+            control.serve(&host);
+        }
+        assert_eq!(control.posts.len(), 1, "{garbage:?}: {:#?}", control.posts);
+        // What was queued before the garbage is gone with it; what came after is reported.
+        assert_eq!(control.reported(), admitted, "{garbage:?}");
+    }
+    check(&host, &["k1"]);
+}
+
+/// The host refuses the report's call: its usage is put back and goes with the next attempt;
+/// a store that refuses writes drops usage, counted, and admits the requests all the same.
+#[test]
+fn a_refused_report_call_is_retried_and_a_refusing_store_drops_counted() {
+    let host = batch_host(json!({}), 2);
+    let mut control = Control::new(&host);
+    let mut admitted = Usage::new();
+    for (w, user) in [(0, "alice"), (1, "bob")] {
+        admit(&host, &mut control, w, user, &mut admitted);
+    }
+    host.advance_clock(10 * SECOND);
+    host.set_hostile(&[Hostile {
+        call: HostCall::HttpCall,
+        status: Status::InternalFailure,
+    }]);
+    host.advance_clock(SECOND);
+    assert!(host.pending_calls().is_empty());
+    assert_eq!(batched(&host, "flush_failed"), 1);
+    host.set_hostile(&[Hostile {
+        call: HostCall::SetSharedData,
+        status: Status::InternalFailure,
+    }]);
+    // Admitted (past auths_ttl: authorized again), but its usage finds no place.
+    let s = get(&host, 0, SG, &mail("alice"));
+    only_call(&s).respond(200, NO_HEADERS, b"");
+    went_upstream(&s);
+    assert_eq!(batched(&host, "dropped"), 1);
+    assert_eq!(batched(&host, "queued"), 2);
+    host.set_hostile(&[]);
+    host.advance_clock(SECOND);
+    control.serve(&host);
+    assert_eq!(control.times(), [12]);
+    assert_eq!(control.reported(), admitted);
+    assert_eq!(batched(&host, "flushed"), 1);
     check(&host, &["k1"]);
 }

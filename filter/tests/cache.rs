@@ -1059,3 +1059,32 @@ fn requests_sharing_a_failed_call_all_get_the_modes_answer() {
         check(&host, &["k1"]);
     }
 }
+
+/// A background report that keeps failing is tried again after 1, 2, 4, 8, 16, then every
+/// 30 s; the first success stops it.
+#[test]
+fn report_retries_back_off_to_thirty_seconds() {
+    let host = cache_host(json!({"mode": "resilient"}), 1);
+    let start = host.now();
+    miss(&host, 0, "alice", 200);
+    hit(&host, 0, "alice").reset();
+    let mut at = Vec::new();
+    while at.len() < 8 {
+        host.advance_clock(SECOND);
+        if let Some(c) = host.pending_calls().into_iter().next() {
+            assert_eq!(authrep(&c), ("alice".to_owned(), 1));
+            at.push(host.now().duration_since(start).unwrap().as_secs());
+            if at.len() < 8 {
+                c.fail_503();
+            } else {
+                c.respond(200, NO_HEADERS, b"");
+            }
+        }
+        assert!(host.now().duration_since(start).unwrap() < Duration::from_secs(300));
+    }
+    assert_eq!(at, [1, 3, 7, 15, 31, 61, 91, 121]);
+    host.advance_clock(100 * SECOND);
+    assert!(host.pending_calls().is_empty());
+    assert_eq!(cached(&host, "report_failed"), 8);
+    check(&host, &["k1"]);
+}
