@@ -693,3 +693,45 @@ fn a_refused_report_call_is_retried_and_a_refusing_store_drops_counted() {
     assert_eq!(batched(&host, "flushed"), 1);
     check(&host, &["k1"]);
 }
+
+/// A 3scale proxy configuration with the `caching` and `3scale_batcher` policies runs as
+/// their FilterConfig does: resilient answers, authorizes cached `auths_ttl`, reports every
+/// `batch_report_seconds`.
+#[test]
+fn the_caching_and_batcher_policies_of_a_3scale_configuration() {
+    let mut config: Value = serde_json::from_slice(&sendgrid()).unwrap();
+    config["services"][0]["proxy"]["policy_chain"] = json!([
+        {"name": "caching", "version": "builtin", "configuration": {"caching_type": "resilient"}},
+        {"name": "3scale_batcher", "version": "builtin",
+         "configuration": {"auths_ttl": 5, "batch_report_seconds": 20}},
+        {"name": "apicast", "version": "builtin", "configuration": {}}
+    ]);
+    let host = Host::builder(wasm())
+        .plugin_config(serde_json::to_vec(&config).unwrap())
+        .cluster(CLUSTER)
+        .workers(2)
+        .build()
+        .unwrap();
+    let mut control = Control::new(&host);
+    let mut admitted = Usage::new();
+    admit(&host, &mut control, 0, "alice", &mut admitted);
+    admit(&host, &mut control, 1, "alice", &mut admitted);
+    assert_eq!(control.authorizes, 1);
+    // Past auths_ttl (5 s) the control service is down: the last answer stands.
+    host.advance_clock(5 * SECOND);
+    let s = get(&host, 1, SG, &mail("alice"));
+    let call = only_call(&s);
+    assert!(call.header(":path").unwrap().starts_with(AUTHORIZE));
+    call.fail_503();
+    went_upstream(&s);
+    *admitted.entry("alice".to_owned()).or_default() += 1;
+    assert_eq!(host.metric("tollgate.cache.stale"), 1);
+    for _ in 0..17 {
+        host.advance_clock(SECOND);
+        control.serve(&host);
+    }
+    // The schedule starts at the first tick (1 s): the first report 20 s after it.
+    assert_eq!(control.times(), [21]);
+    assert_eq!(control.reported(), admitted);
+    check(&host, &["k1"]);
+}

@@ -1088,3 +1088,37 @@ fn report_retries_back_off_to_thirty_seconds() {
     assert_eq!(cached(&host, "report_failed"), 8);
     check(&host, &["k1"]);
 }
+
+#[test]
+fn every_cache_and_batch_counter_is_defined_at_configure() {
+    let host = cache_host(json!({}), 1);
+    let names = host.metric_names();
+    for event in [
+        "hit",
+        "denied_hit",
+        "miss",
+        "joined",
+        "stale",
+        "assumed",
+        "report",
+        "coalesced",
+        "uncacheable",
+        "report_dropped",
+        "report_failed",
+    ] {
+        let name = format!("tollgate.cache.{event}");
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+    for event in [
+        "queued",
+        "dropped",
+        "flushed",
+        "transactions",
+        "flush_failed",
+        "lease_taken",
+    ] {
+        let name = format!("tollgate.batch.{event}");
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+    check(&host, &[]);
+}
