@@ -1122,3 +1122,35 @@ fn every_cache_and_batch_counter_is_defined_at_configure() {
     }
     check(&host, &[]);
 }
+
+/// A request's call goes out at once even when the worker has many background reports
+/// queued (retries that came due together after an outage): the request waits for its own
+/// answer, not behind reports no client waits for.
+#[test]
+fn a_miss_is_not_queued_behind_background_reports() {
+    let host = cache_host(json!({"mode": "resilient", "max_keys": 1 << 20}), 1);
+    let users: Vec<String> = (0..300).map(|i| format!("u{i}")).collect();
+    for u in &users {
+        miss(&host, 0, u, 200);
+    }
+    for u in &users {
+        hit(&host, 0, u).fail_503();
+    }
+    // The retries come due at once; the control service is slow to answer them.
+    host.advance_clock(SECOND);
+    let out = host.pending_calls().len();
+    assert!(out < 300, "{out} retries out at once");
+    let s = get(&host, 0, SG, &mail("zed"));
+    let mine: Vec<_> = host
+        .pending_calls()
+        .into_iter()
+        .filter(|c| authrep(c).0 == "zed")
+        .collect();
+    assert_eq!(mine.len(), 1, "the request's call was not sent");
+    mine.into_iter()
+        .next()
+        .unwrap()
+        .respond(200, NO_HEADERS, b"");
+    went_upstream(&s);
+    check(&host, &["k1"]);
+}
