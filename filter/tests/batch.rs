@@ -735,3 +735,49 @@ fn the_caching_and_batcher_policies_of_a_3scale_configuration() {
     assert_eq!(control.reported(), admitted);
     check(&host, &["k1"]);
 }
+
+/// A user_key service: the report names each application by its user_key, percent-encoded
+/// as the authorize's (a query credential is NGINX's raw `$arg_`, so its escapes are
+/// escaped again); the key is in no log line.
+#[test]
+fn user_key_applications_are_reported_by_their_key() {
+    let mut config: Value = serde_json::from_slice(&config(json!({}))).unwrap();
+    config["services"][0]["backend_version"] = json!("1");
+    let host = Host::builder(wasm())
+        .plugin_config(serde_json::to_vec(&config).unwrap())
+        .cluster(CLUSTER)
+        .workers(2)
+        .build()
+        .unwrap();
+    let path = "/api/mail.send.json?user_key=k%26y%2F%C3%BC";
+    for w in [0, 1, 1] {
+        let s = get(&host, w, SG, path);
+        if s.outcome() == Outcome::Paused {
+            let call = only_call(&s);
+            let p = call.header(":path").unwrap();
+            assert!(p.starts_with(AUTHORIZE), "{p}");
+            assert!(p.contains("&user_key=k%2526y%252F%25C3%25BC&"), "{p}");
+            call.respond(200, NO_HEADERS, b"");
+        }
+        went_upstream(&s);
+    }
+    host.advance_clock(11 * SECOND);
+    let calls = host.pending_calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let body = String::from_utf8(calls[0].body().to_vec()).unwrap();
+    assert_eq!(
+        body,
+        format!(
+            "service_id={SERVICE}&service_token={SG_TOKEN}\
+             &transactions%5B0%5D%5Buser_key%5D=k%2526y%252F%25C3%25BC\
+             &transactions%5B0%5D%5Busage%5D%5Bmail%5D=3"
+        )
+    );
+    calls
+        .into_iter()
+        .next()
+        .unwrap()
+        .respond(200, NO_HEADERS, b"");
+    assert_eq!(batched(&host, "transactions"), 1);
+    check(&host, &["k%26y", "k%2526y"]);
+}
