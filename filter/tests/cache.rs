@@ -1154,3 +1154,22 @@ fn a_miss_is_not_queued_behind_background_reports() {
     went_upstream(&s);
     check(&host, &["k1"]);
 }
+
+/// Where the last answer stands (resilient, allow), an authorization past its TTL is what
+/// admits its client during an outage: a flood of bad keys must not displace it either.
+#[test]
+fn a_flood_of_bad_keys_keeps_the_stale_authorizations_resilient_mode_falls_back_on() {
+    for mode in [Mode::Resilient, Mode::Allow] {
+        let host = cache_host(json!({"mode": mode.name(), "max_keys": 64}), 1);
+        miss(&host, 0, "alice", 200);
+        host.advance_clock(61 * SECOND);
+        for i in 0..2000 {
+            miss(&host, 0, &format!("bad{i}"), 403);
+        }
+        let s = failed(&host, 0, "alice", Failure::Unreachable);
+        went_upstream(&s);
+        assert_eq!(cached(&host, "stale"), 1, "{mode:?}");
+        assert_eq!(cached(&host, "assumed"), 0, "{mode:?}");
+        check(&host, &["k1"]);
+    }
+}
