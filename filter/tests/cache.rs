@@ -1,9 +1,10 @@
 //! The authorization cache (issue 11) in tollgate.wasm, in authrep mode (no batching), as a
 //! client, the upstream and the control service see it: hits on any worker after one miss,
 //! TTLs, one call per key per worker, background authreps and what their answers do, every
-//! caching mode against every kind of failure, retries with backoff, coalesced reports, and a
-//! flood of bad keys against a small key space. The clock is the test host's; every test also
-//! checks that no VM trapped and no log line holds a credential.
+//! caching mode against every kind of failure, retries with backoff, coalesced reports, a
+//! flood of bad keys against a small key space, debug headers, requests decided on their
+//! body, clients going away and a host or store that refuses. The clock is the test host's;
+//! every test also checks that no VM trapped and no log line holds a credential.
 // Test code: unwrap/expect/panic/indexing are how tests fail.
 #![allow(
     clippy::unwrap_used,
@@ -20,6 +21,7 @@ use tollgate_testhost::{HostCall, Hostile, Status};
 
 const SG: &str = "api.sendgrid.example";
 const SERVICE: &str = "2555417735060";
+const SG_TOKEN: &str = "sendgrid-service-token-8f2c1b7e";
 const SG_SECRET: &str = "Shared_secret_sent_from_proxy_to_API_backend_3f9a1c2e";
 const AUTH_FAILED: &str = r#"{"errors":[{"message":"authentication failed"}]}"#;
 const LIMITED: &str = r#"{"errors":[{"message":"rate limit exceeded"}]}"#;
@@ -90,9 +92,7 @@ fn authrep(call: &Call<'_>) -> (String, u64) {
         .strip_prefix(AUTHREP)
         .unwrap_or_else(|| panic!("not an authrep: {path}"));
     assert!(
-        query.starts_with(&format!(
-            "service_id={SERVICE}&service_token=sendgrid-service-token-8f2c1b7e&"
-        )),
+        query.starts_with(&format!("service_id={SERVICE}&service_token={SG_TOKEN}&")),
         "{path}"
     );
     let value = |name: &str| {
@@ -853,8 +853,6 @@ fn failed_reports_waiting_for_a_retry_are_bounded_per_worker() {
     assert_eq!(retried, 1024);
     check(&host, &["k1"]);
 }
-
-const SG_TOKEN: &str = "sendgrid-service-token-8f2c1b7e";
 
 fn debug_get<'h>(host: &'h Host, worker: usize, user: &str) -> Stream<'h> {
     host.worker(worker).request(&[
