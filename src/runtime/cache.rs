@@ -6,8 +6,9 @@
 //! Entries live in `max_keys` slots per service; a key may use either of two slots. Envoy's
 //! shared data has no delete: an evicted entry is overwritten with an empty value. A denial
 //! takes a slot only from an empty, expired or denied entry, so a flood of bad credentials
-//! never displaces an authorization; an authorization displaces the one of its two slots
-//! that expires first.
+//! never displaces an authorization (nor, in `resilient` and `allow`, an expired one: it is
+//! what an outage falls back on); an authorization displaces the one of its two slots that
+//! expires first.
 
 use std::hash::BuildHasher;
 
@@ -207,12 +208,14 @@ pub fn lookup(
     None
 }
 
-/// How much a slot's current content is worth keeping, lowest first.
-fn rank(slot: Option<&Slot<'_>>, now: u64) -> u8 {
+/// How much a slot's current content is worth keeping, lowest first. `stale_stands`: the
+/// mode falls back on the last answer during an outage, so an expired authorization is
+/// worth a live one (a flood of bad keys must not take it away from its client).
+fn rank(slot: Option<&Slot<'_>>, now: u64, stale_stands: bool) -> u8 {
     match slot.and_then(|s| s.entry) {
         None => 0,
         Some(e) if !e.is_fresh(now) && e.kind != Kind::Authorized => 1,
-        Some(e) if !e.is_fresh(now) => 2,
+        Some(e) if !e.is_fresh(now) && !stale_stands => 2,
         Some(e) if e.kind != Kind::Authorized => 3,
         Some(_) => 4,
     }
@@ -232,6 +235,7 @@ pub fn store(
     // (slot, version, rank, fresh_until) of the best candidate; `own`: the key's own slot.
     let mut best: Option<(u32, Version, u8, u64)> = None;
     let mut own = None;
+    let stale_stands = matches!(policy.mode(), CacheMode::Resilient | CacheMode::Allow);
     for slot in slots(policy, hash) {
         store_key(policy, slot, &mut buffers.store_key);
         let stored = match effects.store.get(&buffers.store_key) {
@@ -245,7 +249,7 @@ pub fn store(
             break;
         }
         // Unreadable bytes are nobody's entry: rank 0.
-        let r = rank(decoded.as_ref(), now);
+        let r = rank(decoded.as_ref(), now, stale_stands);
         let until = decoded
             .as_ref()
             .and_then(|d| d.entry)

@@ -650,13 +650,23 @@ impl RequestFlow {
                                     scratch.usage(),
                                     &mut path,
                                 );
-                                outbox.push(Outgoing {
-                                    service: service.index(),
-                                    method: CallMethod::Get,
-                                    path,
-                                    body: Vec::new(),
-                                    ticket: Ticket::Flight(flight),
-                                });
+                                // Requests wait on it: ahead of the background
+                                // reports and flushes (a binding sends a bounded
+                                // number per callback), behind earlier such calls.
+                                let at = outbox
+                                    .iter()
+                                    .take_while(|o| matches!(o.ticket, Ticket::Flight(_)))
+                                    .count();
+                                outbox.insert(
+                                    at,
+                                    Outgoing {
+                                        service: service.index(),
+                                        method: CallMethod::Get,
+                                        path,
+                                        body: Vec::new(),
+                                        ticket: Ticket::Flight(flight),
+                                    },
+                                );
                             } else {
                                 effects.counters.cache(CacheEvent::Joined);
                             }

@@ -1657,6 +1657,19 @@ impl Host {
             .cloned()
     }
 
+    /// Every shared-data key of the host's vm_id, sorted (Envoy lists none; tests bound the
+    /// key space with it).
+    pub fn shared_data_keys(&self) -> Vec<Vec<u8>> {
+        let vm_id = self.inner.borrow().config.vm_id.clone();
+        let mut keys: Vec<Vec<u8>> = lock(&self.shared)
+            .data
+            .get(&vm_id)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        keys.sort();
+        keys
+    }
+
     /// Sets a shared-data value unconditionally (as another plugin with the same vm_id would).
     pub fn set_shared_data(&self, key: &str, value: &[u8]) {
         let vm_id = self.inner.borrow().config.vm_id.clone();
@@ -1935,6 +1948,20 @@ impl<'h> Stream<'h> {
         self
     }
 
+    /// The client goes away (a downstream reset): the stream ends as Envoy ends it, with
+    /// `on_done`, `on_log` and `on_delete`, whatever it was waiting for.
+    pub fn client_reset(&self) {
+        if let Some((index, ctx)) = self.locate() {
+            let mut inner = self.host.inner.borrow_mut();
+            if let Some(s) = inner.stream_mut(index, ctx) {
+                s.view.outcome = Outcome::Reset;
+            }
+            inner.finish(index, ctx);
+            drop(inner);
+            self.host.pump();
+        }
+    }
+
     /// Where the request stands now.
     pub fn outcome(&self) -> Outcome {
         self.host
@@ -2102,6 +2129,16 @@ impl Call<'_> {
             headers: all,
             body: body.to_vec(),
             trailers: trailers.into_headers().0,
+        });
+    }
+
+    /// The cluster answers with exactly these headers, `:status` included or not: for a
+    /// malformed or missing status.
+    pub fn respond_raw(self, headers: impl IntoHeaders, body: &[u8]) {
+        self.answer(CallAnswer::Response {
+            headers: headers.into_headers().0,
+            body: body.to_vec(),
+            trailers: Vec::new(),
         });
     }
 

@@ -541,3 +541,47 @@ fn body_waits_while_headers_are_paused_then_reaches_the_filter() {
     assert_eq!(up.headers.get("x-call-status").as_deref(), Some("200"));
     no_traps(&host);
 }
+
+#[test]
+fn raw_answers_client_resets_and_the_shared_data_key_list() {
+    let host = host("");
+    // An answer with a malformed :status, and one without any.
+    let s = get(&host, 0, "/call");
+    s.pending_calls()
+        .remove(0)
+        .respond_raw(&[(":status", "2x0"), ("x-a", "b")], b"pong");
+    assert_eq!(h(&s, "x-call-status"), "2x0");
+    assert_eq!(h(&s, "x-call-headers"), "2");
+    assert_eq!(h(&s, "x-call-body"), "pong");
+    let s = get(&host, 0, "/call");
+    s.pending_calls()
+        .remove(0)
+        .respond_raw(&[("x-a", "b")], b"");
+    assert_eq!(h(&s, "x-call-status"), "none");
+
+    // The client goes away while the filter holds the request: the stream ends (on_log
+    // runs) and the call it made stays pending, as a root's call does in Envoy.
+    let s = get(&host, 1, "/call");
+    assert_eq!(s.outcome(), Outcome::Paused);
+    s.client_reset();
+    assert!(s.is_finished());
+    assert_eq!(s.outcome(), Outcome::Reset);
+    assert!(host
+        .logs()
+        .iter()
+        .any(|l| l.vm == "worker1" && l.message.contains("on_log") && l.message.contains("/call")));
+    assert_eq!(host.pending_calls().len(), 1);
+    // A finished stream is left alone.
+    s.client_reset();
+    assert_eq!(s.outcome(), Outcome::Reset);
+
+    let before = host.shared_data_keys();
+    get(&host, 0, "/shared-set?k=zz&v=1");
+    get(&host, 1, "/shared-set?k=aa&v=1");
+    let after = host.shared_data_keys();
+    let mut want = before.clone();
+    want.extend([b"aa".to_vec(), b"zz".to_vec()]);
+    want.sort();
+    assert_eq!(after, want);
+    no_traps(&host);
+}
