@@ -411,15 +411,19 @@ fn reply_with(wire: &mut Vec<u8>, reply: Reply<'_>, extra: &[(&'static str, Stri
 /// Applies the upstream edits and lets the request go on. If an edit fails, the request is
 /// answered with 500 instead: the client's own secret-token header must not reach the API.
 fn forward(wire: &mut Vec<u8>, edits: UpstreamEdits<'_>, phase: Phase) -> u32 {
-    let edited = UpstreamEdits::REMOVED
-        .iter()
-        .try_for_each(|name| host::remove_header(Headers::Request, name))
-        .and_then(|()| match edits.secret_token {
-            Some(token) => {
-                host::replace_header(Headers::Request, UpstreamEdits::SECRET_TOKEN, token)
-            }
-            None => host::remove_header(Headers::Request, UpstreamEdits::SECRET_TOKEN),
-        });
+    // Only what the client sent is removed: a header it did not send costs no host call.
+    let removed = if edits.sent.debug {
+        host::remove_header(Headers::Request, UpstreamEdits::DEBUG)
+    } else {
+        Ok(())
+    };
+    let edited = removed.and_then(|()| match edits.secret_token {
+        Some(token) => host::replace_header(Headers::Request, UpstreamEdits::SECRET_TOKEN, token),
+        None if edits.sent.secret_token => {
+            host::remove_header(Headers::Request, UpstreamEdits::SECRET_TOKEN)
+        }
+        None => Ok(()),
+    });
     if let Err(e) = edited {
         host_failure("cannot edit the upstream request", e);
         return reply(wire, Reply::INTERNAL_ERROR);

@@ -819,3 +819,37 @@ fn a_body_arriving_during_the_callout_waits_for_the_answer() {
     let up = s.outcome().upstream().cloned().unwrap();
     assert_eq!(up.body, body.to_vec());
 }
+
+/// A service without the apicast policy forwards at once: what the client sent of the
+/// debug and secret-token headers never reaches the upstream, and a request without them
+/// goes as it came.
+#[test]
+fn forwarded_requests_lose_the_clients_debug_and_secret_token_headers_only_when_sent() {
+    let mut config: serde_json::Value = serde_json::from_slice(&sendgrid()).unwrap();
+    config["services"][0]["proxy"]["policy_chain"] = serde_json::json!([]);
+    let host = host(serde_json::to_vec(&config).unwrap());
+    let s = host.worker(0).request(&[
+        (":method", "GET"),
+        (":path", "/anything"),
+        (":authority", SG),
+        ("x-3scale-debug", "sendgrid-service-token-8f2c1b7e"),
+        ("X-3scale-Proxy-Secret-Token", "forged-by-the-client"),
+    ]);
+    let up = s.outcome().upstream().cloned().expect("forwarded");
+    assert!(!up.headers.contains("x-3scale-debug"), "{:?}", up.headers);
+    assert!(
+        !up.headers.contains("x-3scale-proxy-secret-token"),
+        "{:?}",
+        up.headers
+    );
+    let s = host.worker(0).request(&[
+        (":method", "GET"),
+        (":path", "/anything"),
+        (":authority", SG),
+        ("x-other", "kept"),
+    ]);
+    let up = s.outcome().upstream().cloned().expect("forwarded");
+    assert_eq!(up.headers.get("x-other").as_deref(), Some("kept"));
+    assert_eq!(host.metric("tollgate.forwarded"), 2);
+    check(&host, &[]);
+}

@@ -159,11 +159,23 @@ impl<'a> ControlCall<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UpstreamEdits<'a> {
     pub secret_token: Option<&'a str>,
+    /// What the client sent of the headers removed: a header it did not send costs no host
+    /// call to remove.
+    pub sent: SentHeaders,
+}
+
+/// Which of the headers the gateway never lets through the client sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SentHeaders {
+    /// `X-3scale-Debug`.
+    pub debug: bool,
+    /// `X-3scale-proxy-secret-token`.
+    pub secret_token: bool,
 }
 
 impl UpstreamEdits<'_> {
-    /// Headers removed from every forwarded request.
-    pub const REMOVED: [&'static str; 1] = [DEBUG_HEADER];
+    /// Removed from every forwarded request (when the client sent it).
+    pub const DEBUG: &'static str = DEBUG_HEADER;
     /// The header set to [`UpstreamEdits::secret_token`] (removed when there is none).
     pub const SECRET_TOKEN: &'static str = SECRET_TOKEN_HEADER;
 }
@@ -243,6 +255,8 @@ struct DebugCapture {
 pub struct RequestFlow {
     state: State,
     response_headers: Vec<(&'static str, String)>,
+    /// Seen when the request was decided.
+    sent: SentHeaders,
 }
 
 const METHOD: &[u8] = b":method";
@@ -483,6 +497,10 @@ impl RequestFlow {
         effects: Effects<'_>,
     ) -> Action<'a> {
         self.state = State::Done;
+        self.sent = SentHeaders {
+            debug: known.debug.is_some(),
+            secret_token: known.secret_token,
+        };
         let model = &runtime.model;
         let view = RequestView {
             method: known.method,
@@ -549,7 +567,10 @@ impl RequestFlow {
                 {
                     self.response_headers.extend(info.headers());
                 }
-                Action::Forward(UpstreamEdits { secret_token: None })
+                Action::Forward(UpstreamEdits {
+                    secret_token: None,
+                    sent: self.sent,
+                })
             }
             Verdict::Deny(reason) => {
                 effects.counters.increment(reason.outcome());
@@ -779,6 +800,7 @@ impl RequestFlow {
         }
         Action::Forward(UpstreamEdits {
             secret_token: service.secret_token(),
+            sent: self.sent,
         })
     }
 }
@@ -998,12 +1020,14 @@ struct Known<'h> {
     path: &'h [u8],
     content_length: Option<&'h [u8]>,
     debug: Option<&'h [u8]>,
+    secret_token: bool,
 }
 
 impl<'h> Known<'h> {
     fn find(headers: &'h HeaderMap) -> Self {
         let (mut method, mut authority, mut host, mut path) = (None, None, None, None);
         let (mut content_length, mut debug) = (None, None);
+        let mut secret_token = false;
         for (name, value) in headers.iter() {
             let slot = match name {
                 METHOD => &mut method,
@@ -1012,6 +1036,10 @@ impl<'h> Known<'h> {
                 n if n.eq_ignore_ascii_case(HOST) => &mut host,
                 n if n.eq_ignore_ascii_case(CONTENT_LENGTH) => &mut content_length,
                 n if n.eq_ignore_ascii_case(DEBUG_HEADER.as_bytes()) => &mut debug,
+                n if n.eq_ignore_ascii_case(SECRET_TOKEN_HEADER.as_bytes()) => {
+                    secret_token = true;
+                    continue;
+                }
                 _ => continue,
             };
             slot.get_or_insert(value);
@@ -1022,6 +1050,7 @@ impl<'h> Known<'h> {
             path: path.unwrap_or_default(),
             content_length,
             debug,
+            secret_token,
         }
     }
 }

@@ -120,7 +120,8 @@ fn an_authorized_request_goes_upstream_with_the_secret_token() {
     assert_eq!(
         flow.on_call_answer(&gw, Some(&answer), host.effects()),
         Action::Forward(UpstreamEdits {
-            secret_token: Some("upstream-secret")
+            secret_token: Some("upstream-secret"),
+            sent: SentHeaders::default(),
         })
     );
     assert_eq!(host.counters.counted(), vec![Outcome::Authorized]);
@@ -525,7 +526,7 @@ fn the_debug_headers_need_the_service_token() {
     );
     assert_eq!(debug.get(1).map(|(_, v)| v.as_str()), Some("user_key=k1"));
     assert_eq!(debug.get(3).map(|(_, v)| v.as_str()), Some("edge-1"));
-    assert_eq!(UpstreamEdits::REMOVED, ["x-3scale-debug"]);
+    assert_eq!(UpstreamEdits::DEBUG, "x-3scale-debug");
 }
 
 /// APIcast (proxy.lua) sets the debug headers once credentials and usage are known, just
@@ -752,7 +753,13 @@ fn a_service_without_the_apicast_policy_forwards_at_once_without_the_secret_toke
     let action = flow.on_request_headers(&gw, &mut ws, request, false, host.effects());
     assert_eq!(
         action,
-        Action::Forward(UpstreamEdits { secret_token: None })
+        Action::Forward(UpstreamEdits {
+            secret_token: None,
+            sent: SentHeaders {
+                debug: true,
+                secret_token: false
+            },
+        })
     );
     assert!(!flow.is_calling());
     assert_eq!(host.counters.counted(), vec![Outcome::Forwarded]);
