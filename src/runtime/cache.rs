@@ -405,6 +405,8 @@ pub fn retry_after(e: Entry, now: u64) -> Option<u64> {
 /// The key a worker's concurrent misses share one call on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlightKey {
+    /// The configuration's [`super::Runtime::id`]: a VM may serve several.
+    pub(crate) runtime: u64,
     pub(crate) service: ServiceIndex,
     pub(crate) hash: u64,
 }
@@ -459,6 +461,7 @@ impl Flights {
 /// What the answer to a background authrep updates and, if it fails, reports again.
 #[derive(Debug)]
 pub struct ReportTicket {
+    pub(crate) runtime: u64,
     pub(crate) service: ServiceIndex,
     pub(crate) hash: u64,
     pub(crate) key: Box<[u8]>,
@@ -470,7 +473,8 @@ pub struct ReportTicket {
 /// report for the key is out (coalescing), or after a report failed (retries).
 #[derive(Debug, Default)]
 pub struct Reports {
-    pending: HashMap<(ServiceIndex, u64), Pending>,
+    /// By configuration ([`super::Runtime::id`]), service and key hash.
+    pending: HashMap<(u64, ServiceIndex, u64), Pending>,
 }
 
 #[derive(Debug)]
@@ -510,13 +514,14 @@ impl Reports {
     /// summed into the next.
     pub fn offer(
         &mut self,
+        runtime: u64,
         service: &Service,
         hash: u64,
         key: &[u8],
         credentials: &Credentials<'_>,
         usage: &[(MetricIndex, i64)],
     ) -> ReportPlan {
-        let at = (service.index(), hash);
+        let at = (runtime, service.index(), hash);
         if let Some(p) = self.pending.get_mut(&at).filter(|p| &*p.key == key) {
             if p.in_flight || p.retry_at > 0 || service.cache().coalesces() {
                 add_usage(&mut p.usage, usage);
@@ -526,10 +531,10 @@ impl Reports {
         if service.cache().coalesces() {
             if self.pending.len() >= MAX_PENDING_REPORTS && !self.pending.contains_key(&at) {
                 // Full: report this one on its own, uncoalesced.
-                return ReportPlan::Send(ticket(service, hash, key, credentials, usage));
+                return ReportPlan::Send(ticket(runtime, service, hash, key, credentials, usage));
             }
             if self.pending.get(&at).is_some_and(|p| &*p.key != key) {
-                return ReportPlan::Send(ticket(service, hash, key, credentials, usage));
+                return ReportPlan::Send(ticket(runtime, service, hash, key, credentials, usage));
             }
             self.pending.insert(
                 at,
@@ -543,7 +548,7 @@ impl Reports {
                 },
             );
         }
-        ReportPlan::Send(ticket(service, hash, key, credentials, usage))
+        ReportPlan::Send(ticket(runtime, service, hash, key, credentials, usage))
     }
 
     /// A report for `ticket`'s key answered (`ok`: the control service took it). Returns the
@@ -555,7 +560,7 @@ impl Reports {
         ok: bool,
         now: u64,
     ) -> Result<Option<ReportTicket>, ReportTicket> {
-        let at = (ticket.service, ticket.hash);
+        let at = (ticket.runtime, ticket.service, ticket.hash);
         if !ok {
             // Keep its usage for a retry, summed with what waits.
             let full = self.pending.len() >= MAX_PENDING_REPORTS;
@@ -596,6 +601,7 @@ impl Reports {
         p.in_flight = true;
         let usage = std::mem::take(&mut p.usage);
         Ok(Some(ReportTicket {
+            runtime: ticket.runtime,
             service: service.index(),
             hash: ticket.hash,
             key: ticket.key,
@@ -604,14 +610,20 @@ impl Reports {
         }))
     }
 
-    /// Reports whose retry is due.
-    pub fn due(&mut self, now: u64, out: &mut Vec<ReportTicket>) {
-        for (&(service, hash), p) in self.pending.iter_mut() {
-            if p.in_flight || p.retry_at == 0 || p.retry_at > now || p.usage.is_empty() {
+    /// The configuration `runtime`'s reports whose retry is due.
+    pub fn due(&mut self, now: u64, runtime: u64, out: &mut Vec<ReportTicket>) {
+        for (&(of, service, hash), p) in self.pending.iter_mut() {
+            if of != runtime
+                || p.in_flight
+                || p.retry_at == 0
+                || p.retry_at > now
+                || p.usage.is_empty()
+            {
                 continue;
             }
             p.in_flight = true;
             out.push(ReportTicket {
+                runtime,
                 service,
                 hash,
                 key: p.key.clone(),
@@ -637,6 +649,7 @@ fn backoff(failures: u32) -> u64 {
 }
 
 fn ticket(
+    runtime: u64,
     service: &Service,
     hash: u64,
     key: &[u8],
@@ -644,6 +657,7 @@ fn ticket(
     usage: &[(MetricIndex, i64)],
 ) -> ReportTicket {
     ReportTicket {
+        runtime,
         service: service.index(),
         hash,
         key: key.into(),
@@ -677,6 +691,7 @@ pub struct Memo {
 
 #[derive(Debug)]
 struct Memoized {
+    runtime: u64,
     service: ServiceIndex,
     hash: u64,
     key: Box<[u8]>,
@@ -690,14 +705,26 @@ impl Memo {
     }
 
     /// The fresh answer remembered for `key`, if any.
-    pub fn get(&self, service: ServiceIndex, hash: u64, key: &[u8], now: u64) -> Option<Entry> {
+    pub fn get(
+        &self,
+        (runtime, service): (u64, ServiceIndex),
+        hash: u64,
+        key: &[u8],
+        now: u64,
+    ) -> Option<Entry> {
         let m = self.slots.get(Self::slot(hash))?.as_ref()?;
-        (m.service == service && m.hash == hash && &*m.key == key && m.entry.is_fresh(now))
-            .then_some(m.entry)
+        let same = m.runtime == runtime && m.service == service && m.hash == hash;
+        (same && &*m.key == key && m.entry.is_fresh(now)).then_some(m.entry)
     }
 
     /// Remembers a fresh answer read for `key`.
-    pub fn put(&mut self, service: ServiceIndex, hash: u64, key: &[u8], entry: Entry) {
+    pub fn put(
+        &mut self,
+        (runtime, service): (u64, ServiceIndex),
+        hash: u64,
+        key: &[u8],
+        entry: Entry,
+    ) {
         if self.slots.is_empty() {
             self.slots.resize_with(MEMO_SLOTS as usize, || None);
         }
@@ -705,9 +732,17 @@ impl Memo {
             return;
         };
         match slot {
-            Some(m) if m.service == service && m.hash == hash && &*m.key == key => m.entry = entry,
+            Some(m)
+                if m.runtime == runtime
+                    && m.service == service
+                    && m.hash == hash
+                    && &*m.key == key =>
+            {
+                m.entry = entry
+            }
             _ => {
                 *slot = Some(Memoized {
+                    runtime,
                     service,
                     hash,
                     key: key.into(),

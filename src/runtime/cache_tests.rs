@@ -528,3 +528,24 @@ fn a_worker_reuses_a_batched_answer_it_read_until_it_expires() {
         "batched: no authrep"
     );
 }
+
+#[test]
+fn two_configurations_in_one_worker_keep_their_reports_apart() {
+    // Two root contexts of one VM: the same service index, one Workspace.
+    let a = runtime(|_| {});
+    let b = runtime(|s| s.id = "8".into());
+    let host = host();
+    let mut ws = Workspace::new();
+    assert_eq!(miss(&a, &host, &mut ws, "k", ok()), Seen::Upstream);
+    assert_eq!(send(&a, &host, &mut ws, "k").1, Seen::Upstream);
+    let report = outgoing(&mut ws).remove(0);
+    let _ = land(&a, &host, &mut ws, report, None);
+    host.clock.advance_millis(1_000);
+    // b's timer retries none of a's reports; a's does, with a's service.
+    on_tick(&b, &mut ws, host.effects());
+    assert!(reports(&outgoing(&mut ws)).is_empty());
+    on_tick(&a, &mut ws, host.effects());
+    let out = outgoing(&mut ws);
+    assert_eq!(reports(&out).len(), 1, "{out:?}");
+    assert!(reports(&out)[0].contains("service_id=7&"), "{}", reports(&out)[0]);
+}

@@ -58,7 +58,12 @@ pub const DEFAULT_NODE_NAME: &str = "tollgate";
 pub struct Runtime {
     model: Compiled,
     node_name: Box<str>,
+    /// Tells this configuration's worker state from another's in a VM that serves several.
+    id: u64,
 }
+
+/// The next [`Runtime::id`].
+static NEXT_RUNTIME_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl Runtime {
     /// `node_name` is the host's name for this gateway (Envoy's node id), if it has one.
@@ -67,7 +72,18 @@ impl Runtime {
             Some(n) if !n.is_empty() => String::from_utf8_lossy(n).into(),
             _ => DEFAULT_NODE_NAME.into(),
         };
-        Runtime { model, node_name }
+        let id = NEXT_RUNTIME_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Runtime {
+            model,
+            node_name,
+            id,
+        }
+    }
+
+    /// Unique among the runtimes of this process: a VM may serve several configurations
+    /// (root contexts), which share its [`Workspace`].
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     pub fn model(&self) -> &Compiled {
@@ -415,6 +431,7 @@ impl RequestFlow {
                 leader && service.cache().batching().is_none() && !outcome.settled.unreported;
             if !reported {
                 report_cached(
+                    runtime.id,
                     service,
                     &mut workspace.reports,
                     &mut workspace.outbox,
@@ -599,13 +616,13 @@ impl RequestFlow {
                         let now = effects.clock.now().as_nanos();
                         let batched = policy.batching().is_some();
                         let remembered = batched
-                            .then(|| memo.get(service.index(), hash, cache_key, now))
+                            .then(|| memo.get((runtime.id, service.index()), hash, cache_key, now))
                             .flatten();
                         let found = remembered.or_else(|| {
                             let e = cache::lookup(policy, effects, cache_key, hash, cache_buffers)
                                 .filter(|e| e.is_fresh(now));
                             if let (Some(e), true) = (e, batched) {
-                                memo.put(service.index(), hash, cache_key, e);
+                                memo.put((runtime.id, service.index()), hash, cache_key, e);
                             }
                             e
                         });
@@ -622,6 +639,7 @@ impl RequestFlow {
                                 cache::Kind::Authorized => {
                                     effects.counters.cache(CacheEvent::Hit);
                                     report_cached(
+                                        runtime.id,
                                         service,
                                         reports,
                                         outbox,
@@ -652,6 +670,7 @@ impl RequestFlow {
                             return self.settle(runtime, pending, answer, Some(200), None, effects);
                         }
                         let flight = FlightKey {
+                            runtime: runtime.id,
                             service: service.index(),
                             hash,
                         };
@@ -860,6 +879,7 @@ pub struct FlightOutcome {
 /// or a request that waited on another's call.
 #[allow(clippy::too_many_arguments)]
 fn report_cached(
+    runtime_id: u64,
     service: &crate::model::Service,
     reports: &mut cache::Reports,
     outbox: &mut Vec<Outgoing>,
@@ -874,7 +894,7 @@ fn report_cached(
         let _ = batch::add_usage(service, credentials, usage, effects);
         return;
     }
-    match reports.offer(service, hash, key, credentials, usage) {
+    match reports.offer(runtime_id, service, hash, key, credentials, usage) {
         ReportPlan::Send(ticket) => send_report(service, ticket, outbox, effects),
         ReportPlan::Coalesced => effects.counters.cache(CacheEvent::Coalesced),
         ReportPlan::Dropped => {
@@ -995,7 +1015,7 @@ pub fn on_tick(runtime: &Runtime, workspace: &mut Workspace, effects: Effects<'_
     let mut due = Vec::new();
     workspace
         .reports
-        .due(effects.clock.now().as_nanos(), &mut due);
+        .due(effects.clock.now().as_nanos(), runtime.id, &mut due);
     for ticket in due {
         if let Some(service) = model.service(ticket.service) {
             send_report(service, ticket, &mut workspace.outbox, effects);
