@@ -547,5 +547,9 @@ fn two_configurations_in_one_worker_keep_their_reports_apart() {
     on_tick(&a, &mut ws, host.effects());
     let out = outgoing(&mut ws);
     assert_eq!(reports(&out).len(), 1, "{out:?}");
-    assert!(reports(&out)[0].contains("service_id=7&"), "{}", reports(&out)[0]);
+    assert!(
+        reports(&out)[0].contains("service_id=7&"),
+        "{}",
+        reports(&out)[0]
+    );
 }
