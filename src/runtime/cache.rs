@@ -217,9 +217,13 @@ fn rank(slot: Option<&Slot<'_>>, now: u64, stale_stands: bool) -> u8 {
         Some(e) if !e.is_fresh(now) && e.kind != Kind::Authorized => 1,
         Some(e) if !e.is_fresh(now) && !stale_stands => 2,
         Some(e) if e.kind != Kind::Authorized => 3,
-        Some(_) => 4,
+        Some(_) => AUTHORIZATION_RANK,
     }
 }
+
+/// The rank of an authorization a denial may not displace (live, or the fallback of
+/// `resilient` and `allow`).
+const AUTHORIZATION_RANK: u8 = 4;
 
 /// Stores `entry` for `key` (`None`: evicts it). Best effort: a lost race leaves the other
 /// worker's write, which is as recent.
@@ -263,7 +267,9 @@ pub fn store(
         // Nothing of this key's to evict.
         (None, _, None) => return,
         // A denial never displaces a live authorization.
-        (None, Some((_, _, 4, _)), Some(e)) if e.kind != Kind::Authorized => return,
+        (None, Some((_, _, AUTHORIZATION_RANK, _)), Some(e)) if e.kind != Kind::Authorized => {
+            return
+        }
         (None, Some((slot, version, _, _)), Some(_)) => (slot, version),
         (None, None, Some(_)) => return,
     };
@@ -301,7 +307,6 @@ pub struct Settled {
 
 /// Applies an answer for `key` to the cache as the service's mode says, and returns what
 /// it means for the requests that waited on it.
-#[allow(clippy::too_many_arguments)]
 pub fn settle(
     service: &Service,
     effects: Effects<'_>,

@@ -125,7 +125,7 @@ fn miss(
     let (mut flights, others): (Vec<_>, Vec<_>) = outgoing(ws)
         .into_iter()
         .partition(|o| matches!(o.ticket, Ticket::Flight(_)));
-    ws.outbox.extend(others);
+    ws.worker.outbox.extend(others);
     assert_eq!(flights.len(), 1, "{flights:?}");
     let call = flights.remove(0);
     assert!(

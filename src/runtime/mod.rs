@@ -102,6 +102,12 @@ pub struct Workspace {
     decision: Scratch,
     call_path: String,
     limits: limiting::LimitBuffers,
+    worker: Worker,
+}
+
+/// What the worker keeps across requests for the cache and reports.
+#[derive(Debug, Default)]
+struct Worker {
     cache_key: Vec<u8>,
     cache: cache::CacheBuffers,
     /// The calls this worker's misses wait on.
@@ -124,20 +130,15 @@ impl Workspace {
     /// The calls queued for the worker since the last time: send each and report its answer
     /// with [`on_outgoing_answer`].
     pub fn take_outgoing(&mut self) -> std::vec::Drain<'_, Outgoing> {
-        self.outbox.drain(..)
-    }
-
-    /// Whether calls are queued.
-    pub fn has_outgoing(&self) -> bool {
-        !self.outbox.is_empty()
+        self.worker.outbox.drain(..)
     }
 
     /// The oldest queued call, to send.
     pub fn pop_outgoing(&mut self) -> Option<Outgoing> {
-        if self.outbox.is_empty() {
+        if self.worker.outbox.is_empty() {
             None
         } else {
-            Some(self.outbox.remove(0))
+            Some(self.worker.outbox.remove(0))
         }
     }
 
@@ -430,11 +431,9 @@ impl RequestFlow {
             let reported =
                 leader && service.cache().batching().is_none() && !outcome.settled.unreported;
             if !reported {
-                report_cached(
+                workspace.worker.report_cached(
                     runtime.id,
                     service,
-                    &mut workspace.reports,
-                    &mut workspace.outbox,
                     flight.hash,
                     &key,
                     &credentials,
@@ -443,12 +442,10 @@ impl RequestFlow {
                 );
             }
         }
-        if leader {
-            if let Some(e) =
-                (outcome.settled.event != CacheEvent::Miss).then_some(outcome.settled.event)
-            {
-                effects.counters.cache(e);
-            }
+        // The miss itself was counted when the call went out; a stale or assumed answer is
+        // counted once, for the call.
+        if leader && outcome.settled.event != CacheEvent::Miss {
+            effects.counters.cache(outcome.settled.event);
         }
         self.settle(
             runtime,
@@ -530,13 +527,7 @@ impl RequestFlow {
             decision: scratch,
             call_path,
             limits,
-            cache_key,
-            cache: cache_buffers,
-            flights,
-            reports,
-            memo,
-            flusher: _,
-            outbox,
+            worker,
         } = workspace;
         let decision = model.decide(&view, effects.clock.now(), scratch);
         let mut rate = None;
@@ -609,144 +600,25 @@ impl RequestFlow {
                     return Action::Reply(Reply::INTERNAL_ERROR);
                 };
                 let debug_requested = known.debug.is_some_and(|v| service.debug_requested(v));
-                let policy = service.cache();
-                if policy.caches() {
-                    if cache::write_key(service, &credentials, scratch.usage(), cache_key) {
-                        let hash = cache::key_hash(policy, cache_key);
-                        let now = effects.clock.now().as_nanos();
-                        let batched = policy.batching().is_some();
-                        let remembered = batched
-                            .then(|| memo.get((runtime.id, service.index()), hash, cache_key, now))
-                            .flatten();
-                        let found = remembered.or_else(|| {
-                            let e = cache::lookup(policy, effects, cache_key, hash, cache_buffers)
-                                .filter(|e| e.is_fresh(now));
-                            if let (Some(e), true) = (e, batched) {
-                                memo.put((runtime.id, service.index()), hash, cache_key, e);
-                            }
-                            e
-                        });
-                        if let Some(entry) = found {
-                            if debug_requested {
-                                self.response_headers.extend(service.debug_headers(
-                                    &credentials,
-                                    scratch.matched_rules(),
-                                    scratch.usage(),
-                                    &runtime.node_name,
-                                ));
-                            }
-                            let answer = match entry.kind {
-                                cache::Kind::Authorized => {
-                                    effects.counters.cache(CacheEvent::Hit);
-                                    report_cached(
-                                        runtime.id,
-                                        service,
-                                        reports,
-                                        outbox,
-                                        hash,
-                                        cache_key,
-                                        &credentials,
-                                        scratch.usage(),
-                                        effects,
-                                    );
-                                    ControlAnswer::Authorized
-                                }
-                                cache::Kind::Denied => {
-                                    effects.counters.cache(CacheEvent::DeniedHit);
-                                    ControlAnswer::Denied
-                                }
-                                cache::Kind::LimitsExceeded => {
-                                    effects.counters.cache(CacheEvent::DeniedHit);
-                                    ControlAnswer::LimitsExceeded {
-                                        retry_after: cache::retry_after(entry, now),
-                                    }
-                                }
-                            };
-                            let pending = Pending {
-                                service: service.index(),
-                                rate,
-                                debug: None,
-                            };
-                            return self.settle(runtime, pending, answer, Some(200), None, effects);
-                        }
-                        let flight = FlightKey {
-                            runtime: runtime.id,
-                            service: service.index(),
-                            hash,
-                        };
-                        let joined = flights.join(flight, cache_key);
-                        if joined != Joined::Collision {
-                            let leader = joined == Joined::Leader;
-                            if leader {
-                                effects.counters.cache(CacheEvent::Miss);
-                                let call = match policy.batching() {
-                                    Some(_) => AuthCall::Authorize,
-                                    None => AuthCall::Authrep,
-                                };
-                                let mut path = String::with_capacity(CALL_PATH_CAPACITY);
-                                service.write_auth_call(
-                                    call,
-                                    &credentials,
-                                    scratch.usage(),
-                                    &mut path,
-                                );
-                                // Requests wait on it: ahead of the background
-                                // reports and flushes (a binding sends a bounded
-                                // number per callback), behind earlier such calls.
-                                let at = outbox
-                                    .iter()
-                                    .take_while(|o| matches!(o.ticket, Ticket::Flight(_)))
-                                    .count();
-                                outbox.insert(
-                                    at,
-                                    Outgoing {
-                                        service: service.index(),
-                                        method: CallMethod::Get,
-                                        path,
-                                        body: Vec::new(),
-                                        ticket: Ticket::Flight(flight),
-                                    },
-                                );
-                            } else {
-                                effects.counters.cache(CacheEvent::Joined);
-                            }
-                            let debug = debug_requested.then(|| {
-                                Box::new(DebugCapture {
-                                    credentials: credentials.clone().into_owned(),
-                                    matched: scratch.matched_rules().to_vec(),
-                                    usage: scratch.usage().to_vec(),
-                                })
-                            });
-                            self.state = State::Joined(Box::new(Joiner {
-                                pending: Pending {
-                                    service: service.index(),
-                                    rate,
-                                    debug,
-                                },
-                                flight,
-                                leader,
-                                key: cache_key.as_slice().into(),
-                                credentials: credentials.into_owned(),
-                                usage: scratch.usage().to_vec(),
-                            }));
-                            return Action::Join(flight);
-                        }
-                    } else {
-                        effects.counters.cache(CacheEvent::Uncacheable);
-                    }
+                let pending = Pending {
+                    service: service.index(),
+                    rate,
+                    debug: None,
+                };
+                let asked = AuthRequest {
+                    service,
+                    credentials: &credentials,
+                    scratch,
+                    debug_requested,
+                };
+                if let Some(action) =
+                    self.authorize_cached(runtime, worker, &asked, pending, effects)
+                {
+                    return action;
                 }
                 call_path.clear();
                 service.write_authrep(&credentials, scratch.usage(), call_path);
-                let debug = known
-                    .debug
-                    .is_some_and(|v| service.debug_requested(v))
-                    .then(|| {
-                        Box::new(DebugCapture {
-                            credentials: credentials.into_owned(),
-                            matched: scratch.matched_rules().to_vec(),
-                            usage: scratch.usage().to_vec(),
-                        })
-                    });
+                let debug = debug_capture(debug_requested, &credentials, scratch);
                 self.state = State::Calling(Pending {
                     service: service.index(),
                     rate,
@@ -760,6 +632,137 @@ impl RequestFlow {
                 })
             }
         }
+    }
+
+    /// The cache's part of an authorization: a fresh answer settles the request at once (an
+    /// authorized one queues its report); otherwise the request joins its key's call. `None`:
+    /// the service keeps no cache, or the key cannot be cached (or shares a hash with another
+    /// key's call): the request makes its own call.
+    fn authorize_cached<'a>(
+        &mut self,
+        runtime: &'a Runtime,
+        worker: &mut Worker,
+        asked: &AuthRequest<'_, '_>,
+        pending: Pending,
+        effects: Effects<'_>,
+    ) -> Option<Action<'a>> {
+        let AuthRequest {
+            service,
+            credentials,
+            scratch,
+            debug_requested,
+        } = *asked;
+        let policy = service.cache();
+        if !policy.caches() {
+            return None;
+        }
+        if !cache::write_key(service, credentials, scratch.usage(), &mut worker.cache_key) {
+            effects.counters.cache(CacheEvent::Uncacheable);
+            return None;
+        }
+        let key = worker.cache_key.as_slice();
+        let hash = cache::key_hash(policy, key);
+        let now = effects.clock.now().as_nanos();
+        let at = (runtime.id, service.index());
+        let found = match policy.batching() {
+            None => cache::lookup(policy, effects, key, hash, &mut worker.cache)
+                .filter(|e| e.is_fresh(now)),
+            Some(_) => worker.memo.get(at, hash, key, now).or_else(|| {
+                let e = cache::lookup(policy, effects, key, hash, &mut worker.cache)
+                    .filter(|e| e.is_fresh(now))?;
+                worker.memo.put(at, hash, key, e);
+                Some(e)
+            }),
+        };
+        if let Some(entry) = found {
+            if debug_requested {
+                self.response_headers.extend(service.debug_headers(
+                    credentials,
+                    scratch.matched_rules(),
+                    scratch.usage(),
+                    &runtime.node_name,
+                ));
+            }
+            let answer = match entry.kind {
+                cache::Kind::Authorized => {
+                    effects.counters.cache(CacheEvent::Hit);
+                    // The key is lent out of the buffer the report's bookkeeping sits next to.
+                    let key = std::mem::take(&mut worker.cache_key);
+                    worker.report_cached(
+                        runtime.id,
+                        service,
+                        hash,
+                        &key,
+                        credentials,
+                        scratch.usage(),
+                        effects,
+                    );
+                    worker.cache_key = key;
+                    ControlAnswer::Authorized
+                }
+                cache::Kind::Denied => {
+                    effects.counters.cache(CacheEvent::DeniedHit);
+                    ControlAnswer::Denied
+                }
+                cache::Kind::LimitsExceeded => {
+                    effects.counters.cache(CacheEvent::DeniedHit);
+                    ControlAnswer::LimitsExceeded {
+                        retry_after: cache::retry_after(entry, now),
+                    }
+                }
+            };
+            return Some(self.settle(runtime, pending, answer, Some(200), None, effects));
+        }
+        let flight = FlightKey {
+            runtime: runtime.id,
+            service: service.index(),
+            hash,
+        };
+        let leader = match worker.flights.join(flight, key) {
+            Joined::Collision => return None,
+            Joined::Leader => true,
+            Joined::Follower => false,
+        };
+        if leader {
+            effects.counters.cache(CacheEvent::Miss);
+            let call = match policy.batching() {
+                Some(_) => AuthCall::Authorize,
+                None => AuthCall::Authrep,
+            };
+            let mut path = String::with_capacity(CALL_PATH_CAPACITY);
+            service.write_auth_call(call, credentials, scratch.usage(), &mut path);
+            // Requests wait on it: ahead of the background reports and flushes (a binding
+            // sends a bounded number per callback), behind earlier such calls.
+            let ahead = worker
+                .outbox
+                .iter()
+                .take_while(|o| matches!(o.ticket, Ticket::Flight(_)))
+                .count();
+            worker.outbox.insert(
+                ahead,
+                Outgoing {
+                    service: service.index(),
+                    method: CallMethod::Get,
+                    path,
+                    body: Vec::new(),
+                    ticket: Ticket::Flight(flight),
+                },
+            );
+        } else {
+            effects.counters.cache(CacheEvent::Joined);
+        }
+        self.state = State::Joined(Box::new(Joiner {
+            pending: Pending {
+                debug: debug_capture(debug_requested, credentials, scratch),
+                ..pending
+            },
+            flight,
+            leader,
+            key: worker.cache_key.as_slice().into(),
+            credentials: credentials.clone().into_owned(),
+            usage: scratch.usage().to_vec(),
+        }));
+        Some(Action::Join(flight))
     }
 
     fn settle<'a>(
@@ -824,6 +827,30 @@ impl RequestFlow {
     }
 }
 
+/// An authorization the decision asks for.
+#[derive(Clone, Copy)]
+struct AuthRequest<'a, 'r> {
+    service: &'a crate::model::Service,
+    credentials: &'a Credentials<'r>,
+    scratch: &'a Scratch,
+    debug_requested: bool,
+}
+
+/// What the debug headers need after a call, for a client that asked for them.
+fn debug_capture(
+    requested: bool,
+    credentials: &Credentials<'_>,
+    scratch: &Scratch,
+) -> Option<Box<DebugCapture>> {
+    requested.then(|| {
+        Box::new(DebugCapture {
+            credentials: credentials.clone().into_owned(),
+            matched: scratch.matched_rules().to_vec(),
+            usage: scratch.usage().to_vec(),
+        })
+    })
+}
+
 /// What an answer to a call says, read once.
 struct ReadAnswer {
     answer: ControlAnswer,
@@ -875,31 +902,35 @@ pub struct FlightOutcome {
     limits: Option<RateInfo>,
 }
 
-/// Sends (or queues) the report of a request admitted without its own authrep: a cache hit,
-/// or a request that waited on another's call.
-#[allow(clippy::too_many_arguments)]
-fn report_cached(
-    runtime_id: u64,
-    service: &crate::model::Service,
-    reports: &mut cache::Reports,
-    outbox: &mut Vec<Outgoing>,
-    hash: u64,
-    key: &[u8],
-    credentials: &Credentials<'_>,
-    usage: &[(MetricIndex, i64)],
-    effects: Effects<'_>,
-) {
-    if service.cache().batching().is_some() {
-        // Counted (queued or dropped) and logged by the batcher.
-        let _ = batch::add_usage(service, credentials, usage, effects);
-        return;
-    }
-    match reports.offer(runtime_id, service, hash, key, credentials, usage) {
-        ReportPlan::Send(ticket) => send_report(service, ticket, outbox, effects),
-        ReportPlan::Coalesced => effects.counters.cache(CacheEvent::Coalesced),
-        ReportPlan::Dropped => {
-            effects.counters.cache(CacheEvent::ReportDropped);
-            cache::log_dropped(service, effects);
+impl Worker {
+    /// Sends (or queues) the report of a request admitted without its own authrep: a cache
+    /// hit, or a request that waited on another's call.
+    #[allow(clippy::too_many_arguments)]
+    fn report_cached(
+        &mut self,
+        runtime_id: u64,
+        service: &crate::model::Service,
+        hash: u64,
+        key: &[u8],
+        credentials: &Credentials<'_>,
+        usage: &[(MetricIndex, i64)],
+        effects: Effects<'_>,
+    ) {
+        if service.cache().batching().is_some() {
+            // Counted (queued or dropped) and logged by the batcher.
+            let _ = batch::add_usage(service, credentials, usage, effects);
+            return;
+        }
+        match self
+            .reports
+            .offer(runtime_id, service, hash, key, credentials, usage)
+        {
+            ReportPlan::Send(ticket) => send_report(service, ticket, &mut self.outbox, effects),
+            ReportPlan::Coalesced => effects.counters.cache(CacheEvent::Coalesced),
+            ReportPlan::Dropped => {
+                effects.counters.cache(CacheEvent::ReportDropped);
+                cache::log_dropped(service, effects);
+            }
         }
     }
 }
@@ -934,7 +965,7 @@ pub fn on_outgoing_answer(
     let model = &runtime.model;
     match ticket {
         Ticket::Flight(flight) => {
-            let key = workspace.flights.land(flight)?;
+            let key = workspace.worker.flights.land(flight)?;
             let service = model.service(flight.service)?;
             let read = ReadAnswer::of(answer);
             let settled = cache::settle(
@@ -943,7 +974,7 @@ pub fn on_outgoing_answer(
                 &key,
                 flight.hash,
                 read.answer,
-                &mut workspace.cache,
+                &mut workspace.worker.cache,
             );
             Some(FlightOutcome {
                 flight,
@@ -962,7 +993,7 @@ pub fn on_outgoing_answer(
                 &ticket.key,
                 ticket.hash,
                 read.answer,
-                &mut workspace.cache,
+                &mut workspace.worker.cache,
             );
             let ok = read.answer != ControlAnswer::Unavailable;
             if !ok {
@@ -985,8 +1016,8 @@ pub fn on_outgoing_answer(
                 }
             }
             let now = effects.clock.now().as_nanos();
-            match workspace.reports.answered(service, ticket, ok, now) {
-                Ok(Some(next)) => send_report(service, next, &mut workspace.outbox, effects),
+            match workspace.worker.reports.answered(service, ticket, ok, now) {
+                Ok(Some(next)) => send_report(service, next, &mut workspace.worker.outbox, effects),
                 Ok(None) => {}
                 Err(_) => {
                     effects.counters.cache(CacheEvent::ReportDropped);
@@ -998,6 +1029,7 @@ pub fn on_outgoing_answer(
         Ticket::Flush(ticket) => {
             let status = answer.and_then(|h| h.get(STATUS)).and_then(parse_status);
             workspace
+                .worker
                 .flusher
                 .on_flush_answer(model, ticket, status, effects);
             None
@@ -1009,16 +1041,15 @@ pub fn on_outgoing_answer(
 /// background reports.
 pub fn on_tick(runtime: &Runtime, workspace: &mut Workspace, effects: Effects<'_>) {
     let model = &runtime.model;
-    workspace
-        .flusher
-        .on_tick(model, effects, &mut workspace.outbox);
+    let worker = &mut workspace.worker;
+    worker.flusher.on_tick(model, effects, &mut worker.outbox);
     let mut due = Vec::new();
-    workspace
+    worker
         .reports
         .due(effects.clock.now().as_nanos(), runtime.id, &mut due);
     for ticket in due {
         if let Some(service) = model.service(ticket.service) {
-            send_report(service, ticket, &mut workspace.outbox, effects);
+            send_report(service, ticket, &mut worker.outbox, effects);
         }
     }
 }
