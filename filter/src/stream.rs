@@ -325,19 +325,17 @@ impl Stream {
                 Action::Join(flight) => {
                     shared.waiting.entry(flight).or_default().push(id);
                     send_outgoing(shared, configured);
-                    let Some(at) = shared.landed.iter().position(|o| o.flight == flight) else {
-                        return PAUSE;
-                    };
                     // The host refused the call, so it has answered already: this stream goes
                     // on in this callback; others that joined are woken by the caller.
-                    let Some(outcome) = shared.landed.get(at).copied() else {
+                    let Some(outcome) = shared.landed.iter().copied().find(|o| o.flight == flight)
+                    else {
                         return PAUSE;
                     };
                     if let Some(w) = shared.waiting.get_mut(&flight) {
                         w.retain(|s| *s != id);
                         if w.is_empty() {
                             shared.waiting.remove(&flight);
-                            shared.landed.swap_remove(at);
+                            shared.landed.retain(|o| o.flight != flight);
                         }
                     }
                     Event::FlightAnswer(outcome)
